@@ -1,0 +1,31 @@
+//! `tongbu-shared`: what the county agent and the provincial hub must agree on, byte for byte.
+//! This crate does no I/O and reads no clock; time and randomness come in as arguments.
+//!
+//! Layout:
+//! - [`money`]: `Fen`, integer money with checked arithmetic;
+//! - [`ids`], [`date`], [`uscc`]: newtypes that parse identifiers, dates and supplier codes once;
+//! - [`record`]: the v1 record model and its strict parser;
+//! - [`input`]: splitting a submission (JSON array or JSON Lines) into records, keeping bytes;
+//! - [`crypto`]: Ed25519 keys, signatures, SHA-256 digests and signature domains;
+//! - [`envelope`]: the signed envelope, its signing bytes and the per-agent hash chain;
+//! - [`signed`]: hub-signed documents and agent-signed requests;
+//! - [`protocol`]: the v1 wire types, paths and error codes.
+
+pub mod crypto;
+pub mod date;
+pub mod envelope;
+pub mod ids;
+pub mod input;
+pub mod money;
+pub mod protocol;
+pub mod record;
+pub mod signed;
+pub mod uscc;
+
+pub use crypto::{Digest, KeyPair, PublicKey, Signature};
+pub use date::Date;
+pub use envelope::Envelope;
+pub use ids::{AgentId, Code, CountyCode};
+pub use money::Fen;
+pub use record::{Kind, Record};
+pub use uscc::Uscc;
