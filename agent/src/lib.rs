@@ -1,1 +1,40 @@
-//! placeholder
+//! `tongbu-agent`: the county agent. It takes records from local systems, refuses malformed
+//! input whole, signs every well-formed record into this agent's hash chain, keeps it in a
+//! durable SQLite outbox and syncs the chain to the provincial hub with backoff, resume and
+//! hub-signed receipts. Nothing is reported as stored before it is committed to disk.
+//!
+//! Layout (one file per layer; the binary in `main.rs` only parses flags and calls these):
+//! - [`clock`]: where the time comes from (injected everywhere logic depends on it);
+//! - [`data_dir`]: the data directory and the files in it;
+//! - [`keyfile`]: the agent's private key (`agent.key`, PKCS#8, mode 0600);
+//! - [`outbox`]: the SQLite outbox, the only module with SQL (`migrations/` holds the schema);
+//! - [`intake`]: a submission in, signed and stored records (or a refusal naming the field) out;
+//! - [`client`]: the signed HTTP client for the hub's agent API, verifying hub signatures;
+//! - [`enroll`]: one-time enrollment with a token, pinning the hub's key;
+//! - [`sync`]: the sync step (`Syncer::sync_once`) and its loop (`run_until_stopped`);
+//! - [`http`]: the loopback intake API (`POST /records`, `POST /check`, `GET /status`);
+//! - [`service`]: intake server plus sync loop, and the entry points a demo can drive in-process;
+//! - [`status`]: the figures `status` shows; [`verify`]: re-checking the local chain.
+//!
+//! Invariants: envelope seqs run from 1 without gaps, each `prev` is the previous envelope's
+//! hash and the head is the last row; the outbox is append-only (records stay after the hub
+//! acknowledges them); `acked_seq` moves only on a hub-signed receipt or watermark that matches
+//! the local chain, and never past the local head.
+
+pub mod client;
+pub mod clock;
+pub mod data_dir;
+pub mod enroll;
+pub mod http;
+pub mod intake;
+pub mod keyfile;
+pub mod outbox;
+pub mod service;
+pub mod status;
+pub mod sync;
+pub mod verify;
+
+pub use service::{ServiceOptions, enroll, run, submit};
+
+/// This agent's version, reported to the hub at enrollment and in every heartbeat.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

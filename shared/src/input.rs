@@ -130,3 +130,44 @@ pub fn parse_submission(input: &[u8]) -> Result<Vec<InputRecord>, InputError> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = r#"{"kind":"payment","id":"P-001","rev":1,"county":"430112","contract_id":"C-001","amount_fen":500,"paid_on":"2024-04-01","voucher_no":"V1"}"#;
+    const B: &str = r#"{"kind":"payment","id":"P-002","rev":1,"county":"430112","contract_id":"C-001","amount_fen":700,"paid_on":"2024-04-02","voucher_no":"V2"}"#;
+
+    #[test]
+    fn json_lines_keep_exact_bytes() {
+        let input = format!("{A}\n\n{B}\r\n");
+        let recs = parse_submission(input.as_bytes()).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].bytes, A.as_bytes());
+        assert_eq!(recs[1].bytes, B.as_bytes());
+    }
+
+    #[test]
+    fn arrays_and_single_objects() {
+        let input = format!("\u{feff}[\n  {A},\n  {B}\n]");
+        let recs = parse_submission(input.as_bytes()).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].bytes, B.as_bytes());
+        assert_eq!(parse_submission(A.as_bytes()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_record_and_line() {
+        let bad = B.replace("\"amount_fen\":700", "\"amount_fen\":0");
+        let input = format!("{A}\n{A}\n{bad}\n");
+        let e = parse_submission(input.as_bytes()).unwrap_err();
+        assert!(matches!(&e, InputError::Record { index: 3, line: 3, .. }), "{e:?}");
+        assert!(e.to_string().starts_with("record 3 (line 3): field `amount_fen`"), "{e}");
+
+        let e = parse_submission(format!("{A}\n{{\"kind\":").as_bytes()).unwrap_err();
+        assert!(matches!(e, InputError::Syntax { line: 2, .. }), "{e:?}");
+        assert_eq!(parse_submission(b"  \n").unwrap_err(), InputError::Empty);
+        assert_eq!(parse_submission(b"[]").unwrap_err(), InputError::Empty);
+        assert!(matches!(parse_submission(b"[1]").unwrap_err(), InputError::Record { index: 1, .. }));
+    }
+}

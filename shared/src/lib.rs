@@ -9,7 +9,8 @@
 //! - [`crypto`]: Ed25519 keys, signatures, SHA-256 digests and signature domains;
 //! - [`envelope`]: the signed envelope, its signing bytes and the per-agent hash chain;
 //! - [`signed`]: hub-signed documents and agent-signed requests;
-//! - [`protocol`]: the v1 wire types, paths and error codes.
+//! - [`protocol`]: the v1 wire types, paths and error codes;
+//! - [`sample`]: deterministic realistic records for the demo and tests.
 
 pub mod crypto;
 pub mod date;
@@ -19,6 +20,7 @@ pub mod input;
 pub mod money;
 pub mod protocol;
 pub mod record;
+pub mod sample;
 pub mod signed;
 pub mod uscc;
 

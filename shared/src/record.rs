@@ -612,3 +612,168 @@ fn parse_evaluation(f: &Fields) -> Result<Evaluation, RecordError> {
         evaluated_on: f.date("evaluated_on")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BUDGET: &str = r#"{"kind":"budget_line","id":"BL-001","rev":1,"county":"430112","department":"101001","fiscal_year":2024,"catalogue_code":"A0501","amount_fen":120000000,"stage":"approved","approved_on":"2024-01-15"}"#;
+    const CONTRACT: &str = r#"{"kind":"contract","id":"C-001","rev":1,"county":"430112","budget_line_id":"BL-001","supplier_uscc":"91350100M000100Y43","supplier_name":"望城区红色管家养老服务中心","method":"public_tender","catalogue_code":"A0501","amount_fen":100000000,"signed_on":"2024-03-01","title":"居家养老服务","service_from":"2024-03-01","service_to":"2024-12-31"}"#;
+    const PAYMENT: &str = r#"{"kind":"payment","id":"P-001","rev":1,"county":"430112","contract_id":"C-001","amount_fen":50000000,"paid_on":"2024-04-01","voucher_no":"GK2024-0001"}"#;
+    const EVALUATION: &str = r#"{"kind":"evaluation","id":"E-001","rev":1,"county":"430112","contract_id":"C-001","evaluator":"湖南省第三方绩效评价中心","score":92,"grade":"excellent","evaluated_on":"2024-12-01"}"#;
+
+    fn with(base: &str, edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut v: Map<String, Value> = serde_json::from_str(base).unwrap();
+        edit(&mut v);
+        serde_json::to_string(&v).unwrap()
+    }
+
+    fn err(json: &str) -> RecordError {
+        Record::parse(json.as_bytes()).expect_err("should be refused")
+    }
+
+    #[test]
+    fn the_design_examples_parse() {
+        let b = Record::parse(BUDGET.as_bytes()).unwrap();
+        assert_eq!(b.header.kind, Kind::BudgetLine);
+        assert_eq!(b.amount(), Some(Fen::parse_amount(120_000_000).unwrap()));
+        let c = Record::parse(CONTRACT.as_bytes()).unwrap();
+        assert_eq!(c.catalogue_code().map(Code::as_str), Some("A0501"));
+        assert!(matches!(c.body, Some(Body::Contract(Contract { method: Method::PublicTender, .. }))));
+        assert!(Record::parse(PAYMENT.as_bytes()).is_ok());
+        let e = Record::parse(EVALUATION.as_bytes()).unwrap();
+        assert!(matches!(e.body, Some(Body::Evaluation(Evaluation { score: 92, grade: Grade::Excellent, .. }))));
+    }
+
+    #[test]
+    fn to_json_round_trips() {
+        for src in [BUDGET, CONTRACT, PAYMENT, EVALUATION] {
+            let r = Record::parse(src.as_bytes()).unwrap();
+            let again = Record::parse(r.to_json().to_string().as_bytes()).unwrap();
+            assert_eq!(again, r);
+        }
+    }
+
+    #[test]
+    fn unknown_missing_and_duplicate_fields_are_named() {
+        let e = err(&with(BUDGET, |m| {
+            m.insert("amount".into(), 5.into());
+        }));
+        assert_eq!(e.field.as_deref(), Some("amount"));
+        assert!(e.problem.contains("not a field"), "{e}");
+
+        let e = err(&with(PAYMENT, |m| {
+            m.remove("voucher_no");
+        }));
+        assert_eq!(e.to_string(), "field `voucher_no`: is missing");
+
+        let dup = PAYMENT.replacen("\"rev\":1", "\"rev\":1,\"rev\":2", 1);
+        assert!(err(&dup).problem.contains("duplicate field `rev`"));
+
+        // A field of another kind is unknown here.
+        let e = err(&with(PAYMENT, |m| {
+            m.insert("signed_on".into(), "2024-01-01".into());
+        }));
+        assert_eq!(e.field.as_deref(), Some("signed_on"));
+    }
+
+    #[test]
+    fn values_are_checked_and_named() {
+        let cases: Vec<(&str, &str, Value)> = vec![
+            (BUDGET, "amount_fen", 0.into()),
+            (BUDGET, "amount_fen", (-1).into()),
+            (BUDGET, "amount_fen", 1_000_000_000_000_001i64.into()),
+            (BUDGET, "amount_fen", serde_json::json!(100.5)),
+            (BUDGET, "amount_fen", "100".into()),
+            (BUDGET, "fiscal_year", 1900.into()),
+            (BUDGET, "stage", "draft".into()),
+            (BUDGET, "approved_on", "2024-02-30".into()),
+            (BUDGET, "county", "43011".into()),
+            (BUDGET, "id", "BL 001".into()),
+            (BUDGET, "rev", 0.into()),
+            (BUDGET, "kind", "invoice".into()),
+            (CONTRACT, "supplier_uscc", "91350100M000100Y44".into()),
+            (CONTRACT, "method", "bribery".into()),
+            (CONTRACT, "supplier_name", "  ".into()),
+            (CONTRACT, "service_to", "2024-01-01".into()),
+            (PAYMENT, "paid_on", "2024/04/01".into()),
+            (EVALUATION, "score", 101.into()),
+            (EVALUATION, "grade", "A".into()),
+            (PAYMENT, "cancelled", "yes".into()),
+        ];
+        for (base, field, value) in cases {
+            let json = with(base, |m| {
+                m.insert(field.into(), value.clone());
+            });
+            let e = err(&json);
+            assert_eq!(e.field.as_deref(), Some(field), "{field}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn approved_budget_needs_its_date_but_others_do_not() {
+        let e = err(&with(BUDGET, |m| {
+            m.remove("approved_on");
+        }));
+        assert_eq!(e.field.as_deref(), Some("approved_on"));
+        let compiled = with(BUDGET, |m| {
+            m.remove("approved_on");
+            m.insert("stage".into(), "compiled".into());
+        });
+        assert!(Record::parse(compiled.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn cancellations() {
+        let bare = r#"{"kind":"contract","id":"C-001","rev":2,"county":"430112","cancelled":true}"#;
+        let r = Record::parse(bare.as_bytes()).unwrap();
+        assert!(r.header.cancelled && r.body.is_none());
+
+        let full = with(CONTRACT, |m| {
+            m.insert("rev".into(), 2.into());
+            m.insert("cancelled".into(), true.into());
+        });
+        assert!(Record::parse(full.as_bytes()).unwrap().body.is_some());
+
+        let partial = r#"{"kind":"contract","id":"C-001","rev":2,"county":"430112","cancelled":true,"amount_fen":5}"#;
+        assert!(err(partial).problem.contains("cancellation carries"));
+
+        let first = r#"{"kind":"contract","id":"C-001","rev":1,"county":"430112","cancelled":true}"#;
+        assert_eq!(err(first).field.as_deref(), Some("cancelled"));
+    }
+
+    #[test]
+    fn not_objects_and_bad_json() {
+        assert_eq!(err("[1,2]").problem, "a record must be a JSON object");
+        assert!(err("{\"kind\":").problem.starts_with("not valid JSON"));
+        assert!(err("").problem.starts_with("not valid JSON"));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Record::parse(&bytes);
+        }
+
+        #[test]
+        fn any_valid_amount_parses_and_any_invalid_is_named(amount in any::<i64>()) {
+            let json = with(PAYMENT, |m| { m.insert("amount_fen".into(), amount.into()); });
+            match Record::parse(json.as_bytes()) {
+                Ok(r) => prop_assert_eq!(r.amount().map(Fen::get), Some(amount)),
+                Err(e) => {
+                    prop_assert!(!(1..=crate::money::MAX_AMOUNT).contains(&amount));
+                    prop_assert_eq!(e.field.as_deref(), Some("amount_fen"));
+                }
+            }
+        }
+
+        #[test]
+        fn dropping_any_required_field_names_it(idx in 0usize..7) {
+            let name = CONTRACT_REQUIRED[idx % CONTRACT_REQUIRED.len()];
+            let json = with(CONTRACT, |m| { m.remove(name); });
+            let e = err(&json);
+            prop_assert_eq!(e.field.as_deref(), Some(name));
+        }
+    }
+}

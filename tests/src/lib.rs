@@ -1,1 +1,504 @@
-//! placeholder
+//! The end-to-end harness: builds the real `tongbu-hub` and `tongbu-agent` binaries once, starts
+//! them on port 0 in temporary directories, waits for their READY lines and talks to them the way
+//! operators, county systems and agents do (CLI, HTTP). It never sleeps to wait: every wait polls
+//! a condition until a deadline and fails with the processes' logs when the deadline passes.
+//! Child processes are killed when their handle drops, so a failing test leaves nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+pub use tempfile::TempDir;
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Paths of the two binaries, built once per test process.
+pub struct Bins {
+    pub hub: PathBuf,
+    pub agent: PathBuf,
+}
+
+/// Builds both binaries (debug profile, the same as the tests) and returns their paths.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "-p", "tongbu-hub", "-p", "tongbu-agent", "--bins"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        let dir = target.join("debug");
+        Bins { hub: dir.join("tongbu-hub"), agent: dir.join("tongbu-agent") }
+    })
+}
+
+/// Polls `cond` until it returns `Some` or `DEADLINE` passes. Between polls the thread parks for a
+/// few milliseconds: this is a poll with a deadline, not a sleep that guesses how long work takes.
+pub fn wait_for<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = cond() {
+            return Ok(v);
+        }
+        if start.elapsed() > DEADLINE {
+            bail!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        std::thread::park_timeout(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A running child process whose stdout was read up to its READY line and whose stderr goes to
+/// a log file. Killed on drop.
+pub struct Running {
+    child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command, log: PathBuf, ready_prefix: &'static str) -> Result<Running> {
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        cmd.stdout(Stdio::piped()).stderr(log_file).stdin(Stdio::null());
+        let mut child = cmd.spawn().context("spawn")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(rest) = line.strip_prefix(ready_prefix) {
+                    let _ = tx.send(rest.trim().to_owned());
+                    sent = true;
+                }
+            }
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(url) => Ok(Running { child, url, log }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("no {ready_prefix:?} line; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> Result<bool> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let child = &mut self.child;
+        let exit = wait_for("process to exit after SIGTERM", || child.try_wait().ok().flatten())?;
+        Ok(exit.success())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_output(mut cmd: Command, stdin: Option<&[u8]>) -> Result<Output> {
+    use std::io::Write;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn()?;
+    if let Some(input) = stdin {
+        child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?.write_all(input)?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// The result of one CLI command.
+#[derive(Debug)]
+pub struct Cli {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Cli {
+    fn from(o: Output) -> Cli {
+        Cli {
+            ok: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Cli {
+    /// Fails the test with the command's output unless it succeeded.
+    pub fn expect_ok(self, what: &str) -> Cli {
+        assert!(self.ok, "{what} failed ({:?}):\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+        self
+    }
+}
+
+/// A hub with its own data directory.
+pub struct Hub {
+    pub dir: TempDir,
+    pub proc: Option<Running>,
+    pub api_key: String,
+    port: u16,
+}
+
+impl Hub {
+    /// Starts a hub on 127.0.0.1:0 and creates an operator API key.
+    pub fn start() -> Result<Hub> {
+        let dir = tempfile::Builder::new().prefix("tongbu-hub-").tempdir()?;
+        let mut hub = Hub { dir, proc: None, api_key: String::new(), port: 0 };
+        hub.api_key = hub.cli(&["apikey", "create", "--role", "operator"]).expect_ok("apikey create").stdout.trim().to_owned();
+        hub.launch()?;
+        Ok(hub)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&bins().hub);
+        let listen = format!("127.0.0.1:{}", self.port);
+        cmd.args(["serve", "--data-dir"]).arg(self.dir.path()).args(["--listen", &listen]);
+        let running = Running::spawn(cmd, self.dir.path().join("hub.log"), "READY listen=")?;
+        self.port = running.url.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow!("bad READY url {}", running.url))?;
+        self.proc = Some(running);
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a hub CLI command against this hub's data directory.
+    pub fn cli(&self, args: &[&str]) -> Cli {
+        let mut cmd = Command::new(&bins().hub);
+        cmd.args(args).arg("--data-dir").arg(self.dir.path());
+        run_output(cmd, None).expect("run tongbu-hub").into()
+    }
+
+    pub fn add_county(&self, code: &str, name: &str) {
+        self.cli(&["county", "add", "--code", code, "--name", name]).expect_ok("county add");
+    }
+
+    pub fn issue_token(&self, county: &str) -> String {
+        self.cli(&["token", "issue", "--county", county]).expect_ok("token issue").stdout.trim().to_owned()
+    }
+
+    /// SIGKILLs the hub.
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Stops the hub with SIGTERM and checks it exits cleanly.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(p) = self.proc.take() {
+            let clean = p.terminate()?;
+            if !clean {
+                bail!("hub did not exit cleanly on SIGTERM");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the hub again on the same port and data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.launch()
+    }
+
+    pub fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let resp = http().get(format!("{}{path}", self.url())).bearer_auth(&self.api_key).send()?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    pub fn agents(&self) -> Result<Vec<Value>> {
+        let (status, v) = self.get("/api/v1/agents")?;
+        if status != 200 {
+            bail!("GET /api/v1/agents: {status} {v}");
+        }
+        Ok(v["agents"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn agent_row(&self, agent_id: &str) -> Result<Option<Value>> {
+        Ok(self.agents()?.into_iter().find(|a| a["agent_id"] == agent_id))
+    }
+
+    /// Opens the hub's database read-only (tests check what is stored, byte for byte).
+    pub fn db(&self) -> Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.dir.path().join("hub.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    /// (seq, hash, body) of every envelope the hub stores for `agent_id`, in seq order.
+    pub fn stored(&self, agent_id: &str) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
+        let db = self.db()?;
+        let mut stmt = db.prepare("SELECT seq, hash, body FROM envelopes WHERE agent_id = ?1 ORDER BY seq")?;
+        let rows = stmt
+            .query_map([agent_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+/// A blocking HTTP client for tests (loopback only, short timeouts).
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")
+}
+
+/// An agent with its own data directory.
+pub struct Agent {
+    pub dir: TempDir,
+    pub proc: Option<Running>,
+    pub agent_id: String,
+}
+
+impl Agent {
+    pub fn new() -> Result<Agent> {
+        let dir = tempfile::Builder::new().prefix("tongbu-agent-").tempdir()?;
+        Ok(Agent { dir, proc: None, agent_id: String::new() })
+    }
+
+    /// A new agent enrolled with `hub` for `county` (the county must exist).
+    pub fn enrolled(hub: &Hub, county: &str) -> Result<Agent> {
+        let mut agent = Agent::new()?;
+        let token = hub.issue_token(county);
+        agent.enroll(&hub.url(), &token).expect_ok("enroll");
+        agent.agent_id = agent.status()?["agent_id"].as_str().unwrap_or_default().to_owned();
+        Ok(agent)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Cli {
+        self.cli_with_input(args, None)
+    }
+
+    pub fn cli_with_input(&self, args: &[&str], stdin: Option<&[u8]>) -> Cli {
+        let mut cmd = Command::new(&bins().agent);
+        cmd.args(args).arg("--data-dir").arg(self.dir.path());
+        run_output(cmd, stdin).expect("run tongbu-agent").into()
+    }
+
+    pub fn enroll(&self, hub_url: &str, token: &str) -> Cli {
+        self.cli(&["enroll", "--hub", hub_url, "--token", token])
+    }
+
+    /// Submits `records` (JSON Lines) from a file; returns the CLI result.
+    pub fn submit(&self, records: &str) -> Cli {
+        let path = self.dir.path().join(format!("submit-{}.jsonl", std::process::id()));
+        std::fs::write(&path, records).expect("write records");
+        let out = self.cli(&["submit", path.to_str().expect("utf-8 path")]);
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    pub fn status(&self) -> Result<Value> {
+        let out = self.cli(&["status", "--json"]).expect_ok("status --json");
+        Ok(serde_json::from_str(&out.stdout)?)
+    }
+
+    /// Starts `tongbu-agent run` with quick retries for tests.
+    pub fn start(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&bins().agent);
+        cmd.args(["run", "--data-dir"]).arg(self.dir.path()).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-secs",
+            "1",
+            "--retry-min-ms",
+            "50",
+            "--retry-max-ms",
+            "400",
+        ]);
+        self.proc = Some(Running::spawn(cmd, self.dir.path().join("agent.log"), "READY intake=")?);
+        Ok(())
+    }
+
+    pub fn intake_url(&self) -> Option<String> {
+        self.proc.as_ref().map(|p| p.url.clone())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(Running::log_text).unwrap_or_else(|| {
+            std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        })
+    }
+
+    /// Waits until the hub has acknowledged everything this agent holds.
+    pub fn wait_synced(&self) -> Result<u64> {
+        wait_for(&format!("agent {} to be fully acked", self.agent_id), || {
+            let s = self.status().ok()?;
+            let head = s["head_seq"].as_u64()?;
+            (s["acked_seq"].as_u64()? == head && s["queue_depth"].as_u64()? == 0).then_some(head)
+        })
+    }
+
+    /// Opens the agent's outbox database (read-write: some tests tamper with it on purpose).
+    pub fn db(&self) -> Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(self.dir.path().join("outbox.db"))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    /// (seq, hash, body) of every envelope in the outbox, in seq order.
+    pub fn stored(&self) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
+        let db = self.db()?;
+        let mut stmt = db.prepare("SELECT seq, hash, body FROM envelopes ORDER BY seq")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+/// `n` realistic records for `county` as JSON Lines (deterministic per seed).
+pub fn records(county: &str, seed: u64, n: usize) -> String {
+    let county = tongbu_shared::CountyCode::parse(county).expect("county code");
+    tongbu_shared::sample::CountySim::new(county, seed, 2024).batch(n)
+}
+
+/// A hand-driven agent that speaks the wire protocol directly, for tests that must do what a
+/// well-behaved agent never does: resend, forge, equivocate.
+pub struct RawAgent {
+    pub key: tongbu_shared::KeyPair,
+    pub agent_id: tongbu_shared::AgentId,
+    pub hub_url: String,
+    pub hub_key: tongbu_shared::PublicKey,
+}
+
+impl RawAgent {
+    /// Enrolls a fresh key with `token`.
+    pub fn enroll(hub_url: &str, token: &str, seed: [u8; 32]) -> Result<RawAgent> {
+        use tongbu_shared::crypto::Domain;
+        use tongbu_shared::protocol::{ENROLL_PATH, EnrollRequest, EnrollResponse};
+        let key = tongbu_shared::KeyPair::from_seed(&seed)?;
+        let public_key = key.public_key();
+        let proof = key.sign(Domain::Enroll, &tongbu_shared::signed::enroll_proof_bytes(token, &public_key));
+        let req = EnrollRequest {
+            token: token.to_owned(),
+            public_key,
+            proof,
+            agent_version: "test".into(),
+            hostname: None,
+        };
+        let resp = http().post(format!("{hub_url}{ENROLL_PATH}")).json(&req).send()?;
+        if !resp.status().is_success() {
+            bail!("enroll: {} {}", resp.status(), resp.text()?);
+        }
+        let er: EnrollResponse = resp.json()?;
+        Ok(RawAgent { key, agent_id: er.agent_id, hub_url: hub_url.to_owned(), hub_key: er.hub_public_key })
+    }
+
+    /// Signs a chain of `bodies` starting after (`after_seq`, `prev`).
+    pub fn chain(&self, after_seq: u64, prev: tongbu_shared::Digest, bodies: &[String]) -> Vec<tongbu_shared::Envelope> {
+        let mut prev = prev;
+        bodies
+            .iter()
+            .zip(after_seq + 1..)
+            .map(|(b, seq)| {
+                let e = tongbu_shared::Envelope::sign(&self.key, self.agent_id.clone(), seq, prev, b.clone().into_bytes());
+                prev = e.hash();
+                e
+            })
+            .collect()
+    }
+
+    /// Sends a signed request; returns (status, JSON body).
+    pub fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+        let nonce = hex::encode(now.to_be_bytes()) + &hex::encode(rand_bytes());
+        let auth = tongbu_shared::signed::RequestAuth::sign(&self.key, &self.agent_id, method, path, now, nonce, &body);
+        let client = http();
+        let mut req = match method {
+            "GET" => client.get(format!("{}{path}", self.hub_url)),
+            _ => client.post(format!("{}{path}", self.hub_url)).header("content-type", "application/json").body(body),
+        };
+        for (name, value) in auth.headers() {
+            req = req.header(name, value);
+        }
+        let resp = req.send()?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// Posts a batch of envelopes with a heartbeat; returns (status, JSON body).
+    pub fn send(&self, envelopes: &[tongbu_shared::Envelope]) -> Result<(u16, Value)> {
+        use tongbu_shared::protocol::{BatchRequest, Heartbeat, batches_path};
+        let batch = BatchRequest {
+            heartbeat: Heartbeat {
+                head_seq: envelopes.last().map_or(0, |e| e.seq),
+                queue_depth: 0,
+                agent_version: "test".into(),
+                last_error: None,
+            },
+            envelopes: envelopes.to_vec(),
+        };
+        self.request("POST", &batches_path(&self.agent_id), serde_json::to_vec(&batch)?)
+    }
+
+    /// Verifies a signed receipt with the hub key pinned at enrollment.
+    pub fn receipt(&self, body: &Value) -> Result<tongbu_shared::protocol::Receipt> {
+        let signed: tongbu_shared::signed::Signed<tongbu_shared::protocol::Receipt> = serde_json::from_value(body.clone())?;
+        Ok(signed.verify(&self.hub_key)?)
+    }
+}
+
+fn rand_bytes() -> [u8; 8] {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    b
+}

@@ -1,0 +1,314 @@
+//! The command line: one function per command, printing exactly the lines the v1 interface
+//! promises (end-to-end tests and county scripts parse them). Exit codes: 0 success, 1 failure
+//! (or findings, or a chain that does not verify), 2 a submission refused with nothing stored.
+
+use std::io::{self, BufWriter, Read as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use clap::{Parser, Subcommand};
+use tongbu_agent::clock::{Clock, SystemClock};
+use tongbu_agent::data_dir::DataDir;
+use tongbu_agent::intake::{self, IntakeError};
+use tongbu_agent::outbox::{Outbox, SharedOutbox};
+use tongbu_agent::service::{self, ServiceOptions};
+use tongbu_agent::status;
+use tongbu_agent::sync::{self, NextStep, Syncer};
+use tongbu_agent::verify::{self, VerifyError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tongbu-agent",
+    version,
+    about = "Tongbu county agent: sign, store and sync records to the provincial hub"
+)]
+pub struct Cli {
+    /// Where the agent keeps its key and outbox (created if missing).
+    #[arg(
+        long,
+        global = true,
+        default_value = "./tongbu-agent-data",
+        env = "TONGBU_AGENT_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll this agent with the hub using a one-time token from an admin.
+    Enroll {
+        /// The hub's URL, e.g. https://hub.example.cn
+        #[arg(long)]
+        hub: String,
+        #[arg(long, env = "TONGBU_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Check, sign and store a file of records (all or nothing); `-` reads stdin.
+    Submit {
+        /// Refuse the file if any record breaks a rule.
+        #[arg(long)]
+        strict: bool,
+        file: String,
+    },
+    /// Run the service: loopback intake API plus the sync loop.
+    Run {
+        /// The intake API's address (loopback only; port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8441")]
+        listen: SocketAddr,
+        /// Seconds between syncs when nothing new arrives (each sync is a heartbeat).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        heartbeat_secs: u64,
+        /// First retry delay after a failed sync, in milliseconds.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+        retry_min_ms: u64,
+        /// Longest retry delay, in milliseconds.
+        #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+        retry_max_ms: u64,
+        /// Records per batch sent to the hub (at most 1000).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        batch_size: u64,
+    },
+    /// Report what would make `submit` refuse a file, storing nothing; `-` reads stdin.
+    Check { file: String },
+    /// Sync with the hub until nothing is left, then exit.
+    Sync {
+        /// Required: sync until nothing is left, then exit (the service syncs continuously).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Records per batch sent to the hub (at most 1000).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        batch_size: u64,
+    },
+    /// Show this agent's sync state.
+    Status {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-check the local chain: signatures, links and hashes.
+    Verify,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = cli.data_dir.as_path();
+    match cli.command {
+        Command::Enroll { hub, token } => runtime()?.block_on(enroll(data_dir, &hub, &token)),
+        Command::Submit { strict: _, file } => submit(data_dir, &file),
+        Command::Run {
+            listen,
+            heartbeat_secs,
+            retry_min_ms,
+            retry_max_ms,
+            batch_size,
+        } => {
+            let opts = ServiceOptions {
+                listen,
+                heartbeat: Duration::from_secs(heartbeat_secs),
+                retry_min: Duration::from_millis(retry_min_ms),
+                retry_max: Duration::from_millis(retry_max_ms),
+                batch_size: usize::try_from(batch_size).unwrap_or(sync::DEFAULT_BATCH_SIZE),
+                ..ServiceOptions::new(data_dir)
+            };
+            runtime()?.block_on(service::run(opts, shutdown_signal(), |addr| {
+                println!("READY intake=http://{addr}");
+                let _ = io::stdout().flush();
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { file } => check(data_dir, &file),
+        Command::Sync {
+            once: _,
+            batch_size,
+        } => {
+            let batch_size = usize::try_from(batch_size).unwrap_or(sync::DEFAULT_BATCH_SIZE);
+            runtime()?.block_on(sync_once(data_dir, batch_size))
+        }
+        Command::Status { json } => show_status(data_dir, json),
+        Command::Verify => verify(data_dir),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+fn read_input(file: &str) -> anyhow::Result<Vec<u8>> {
+    if file == "-" {
+        let mut input = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut input)
+            .context("cannot read the records from stdin")?;
+        Ok(input)
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {file}"))
+    }
+}
+
+async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<ExitCode> {
+    let dir = DataDir::open(data_dir)?;
+    let (e, _) = tongbu_agent::enroll::enroll(&dir, hub, token, Arc::new(SystemClock)).await?;
+    println!(
+        "enrolled as {} (county {} {}) with hub {}; hub key fingerprint {}",
+        e.agent_id,
+        e.county,
+        e.county_name,
+        e.hub_url,
+        e.hub_public_key.fingerprint()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn submit(data_dir: &Path, file: &str) -> anyhow::Result<ExitCode> {
+    let input = read_input(file)?;
+    let mut agent = service::open_enrolled(data_dir)?;
+    let stored = match intake::submit(&mut agent.outbox, &agent.key, &input, SystemClock.now_ms()) {
+        Ok(stored) => stored,
+        Err(IntakeError::Refused(finding)) => {
+            eprintln!("error: refused, nothing stored: {finding}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    for s in &stored {
+        write!(
+            out,
+            "seq={} kind={} id={} rev={}",
+            s.seq, s.kind, s.id, s.rev
+        )?;
+        if !s.codes.is_empty() {
+            write!(out, " codes={}", s.codes.join(","))?;
+        }
+        writeln!(out)?;
+    }
+    out.flush()?;
+    if let (Some(first), Some(last)) = (stored.first(), stored.last()) {
+        eprintln!(
+            "stored {} record(s), seq {}..={}; they sync to the hub with the running service or `tongbu-agent sync --once`",
+            stored.len(),
+            first.seq,
+            last.seq
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(data_dir: &Path, file: &str) -> anyhow::Result<ExitCode> {
+    let input = read_input(file)?;
+    let dir = DataDir::open(data_dir)?;
+    let county = Outbox::open(&dir.outbox_path())?
+        .enrollment()?
+        .map(|e| e.county);
+    let report = intake::check(&input, county.as_ref());
+    if report.ok() {
+        println!("ok: {} records are well formed", report.records);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+async fn sync_once(data_dir: &Path, batch_size: usize) -> anyhow::Result<ExitCode> {
+    let data_dir = data_dir.to_owned();
+    let agent = tokio::task::spawn_blocking(move || service::open_enrolled(&data_dir)).await??;
+    let mut syncer = Syncer::new(
+        SharedOutbox::new(agent.outbox),
+        &agent.enrollment,
+        Arc::new(agent.key),
+        Arc::new(SystemClock),
+        batch_size,
+    )?;
+    // A few quick retries ride out a blip; a longer outage is the service's job.
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(3)
+        .with_jitter()
+        .build();
+    loop {
+        match syncer.sync_once().await {
+            Ok(summary) => {
+                println!(
+                    "synced: acked_seq={} head_seq={}",
+                    summary.acked_seq, summary.head_seq
+                );
+                eprintln!(
+                    "sent {} record(s) in {} ms",
+                    summary.sent,
+                    summary.duration.as_millis()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => match (e.next_step(), delays.next()) {
+                (NextStep::Retry, Some(delay)) => tokio::time::sleep(delay).await,
+                _ => return Err(anyhow::Error::new(e).context("sync failed")),
+            },
+        }
+    }
+}
+
+fn show_status(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = DataDir::open(data_dir)?;
+    let outbox = Outbox::open(&dir.outbox_path())?;
+    let status = status::read(&outbox)?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        print!("{status}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let agent = service::open_enrolled(data_dir)?;
+    let public_key = agent.key.public_key();
+    match verify::verify_chain(&agent.outbox, &agent.enrollment.agent_id, &public_key) {
+        Ok(v) => {
+            println!(
+                "ok: {} records verify, head seq {} hash {}",
+                v.records,
+                v.head_seq,
+                v.head_hash.to_hex()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Bad(bad)) => {
+            println!("{bad}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

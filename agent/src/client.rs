@@ -1,0 +1,383 @@
+//! The HTTP client for the hub's agent API (reqwest, rustls). Every agent call is signed with
+//! the agent's key (`RequestAuth` over the exact method, path and body sent), and every signed
+//! document the hub returns is verified against the hub key pinned at enrollment before it is
+//! parsed: a receipt or watermark that does not verify is an error, never trusted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tongbu_shared::KeyPair;
+use tongbu_shared::crypto::PublicKey;
+use tongbu_shared::ids::AgentId;
+use tongbu_shared::protocol::{
+    ApiError, BatchRequest, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorCode, Receipt,
+    Watermark, batches_path, watermark_path,
+};
+use tongbu_shared::signed::{RequestAuth, Signed, SignedPayload};
+
+use crate::clock::Clock;
+
+/// How long to wait for a TCP (and TLS) connection to the hub.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take, reply included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What an agent signs its requests with and which hub key it trusts.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub agent: AgentId,
+    pub key: Arc<KeyPair>,
+    pub hub_key: PublicKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid hub URL {url:?}: {problem}")]
+    BadUrl { url: String, problem: String },
+    /// The hub could not be reached, or the connection failed mid-request.
+    #[error("network: could not reach the hub at {url}: {cause}")]
+    Network { url: String, cause: String },
+    /// The hub refused the request with a Tongbu error.
+    #[error("{}", describe_api_error(.0))]
+    Api(ApiError),
+    /// The hub (or something in front of it) answered with an error that is not a Tongbu one.
+    #[error("http_{status}: the hub at {url} answered HTTP {status}: {excerpt}")]
+    Status {
+        url: String,
+        status: u16,
+        excerpt: String,
+    },
+    /// A 2xx reply that is not what the protocol says.
+    #[error("bad_reply: the hub's reply to {what} is not valid: {cause}")]
+    BadReply { what: &'static str, cause: String },
+    /// A signed document whose signature does not verify against the pinned hub key.
+    #[error(
+        "bad_hub_signature: the hub's {what} is not signed by the pinned hub key (fingerprint {fingerprint}); not trusted"
+    )]
+    BadHubSignature {
+        what: &'static str,
+        fingerprint: String,
+    },
+}
+
+/// A one-line message for a hub error, with its code first and a hint where one helps.
+fn describe_api_error(e: &ApiError) -> String {
+    let d = &e.error;
+    match d.code {
+        ErrorCode::ClockSkew => match d.skew_seconds {
+            Some(skew) => {
+                let (amount, direction) = if skew >= 0 {
+                    (skew, "behind")
+                } else {
+                    (-skew, "ahead of")
+                };
+                format!(
+                    "clock_skew: this machine's clock is {amount} s {direction} the hub's; fix the clock (NTP) ({})",
+                    d.message
+                )
+            }
+            None => format!("clock_skew: {}; fix the clock (NTP)", d.message),
+        },
+        ErrorCode::BadSignature => format!(
+            "bad_signature: {}{}: a stored record was altered on disk; run `tongbu-agent verify`",
+            d.message,
+            d.seq.map(|s| format!(" (seq {s})")).unwrap_or_default()
+        ),
+        ErrorCode::Equivocation => format!(
+            "equivocation: {}; the hub has quarantined this agent, an admin must investigate",
+            d.message
+        ),
+        ErrorCode::KeyInUse => format!(
+            "key_in_use: {}; this agent's key is already enrolled (an earlier enrollment may have been interrupted): ask an admin, or enroll from a fresh --data-dir",
+            d.message
+        ),
+        _ => e.to_string(),
+    }
+}
+
+impl ClientError {
+    /// The hub's error code, when the hub sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api(e) => Some(e.error.code),
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed later without anyone intervening.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Network { .. } => true,
+            ClientError::Api(e) => e.error.code.is_transient(),
+            ClientError::Status { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
+            ClientError::BadUrl { .. }
+            | ClientError::BadReply { .. }
+            | ClientError::BadHubSignature { .. } => false,
+        }
+    }
+}
+
+/// A client for one hub.
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    clock: Arc<dyn Clock>,
+    rng: SystemRandom,
+}
+
+/// Checks a hub URL: `http` or `https`, a host, no query or fragment.
+pub fn parse_hub_url(url: &str) -> Result<reqwest::Url, ClientError> {
+    let bad = |problem: &str| ClientError::BadUrl {
+        url: url.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if parsed.host_str().is_none() {
+        return Err(bad("it names no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("it must not carry a query or fragment"));
+    }
+    Ok(parsed)
+}
+
+impl HubClient {
+    pub fn new(hub_url: &str, clock: Arc<dyn Clock>) -> Result<HubClient, ClientError> {
+        let base = parse_hub_url(hub_url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("tongbu-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::BadUrl {
+                url: hub_url.to_owned(),
+                problem: format!("cannot build an HTTP client: {e}"),
+            })?;
+        Ok(HubClient {
+            http,
+            base,
+            clock,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// Enrolls with a one-time token. The reply is not signed: the token is what makes this
+    /// first contact trustworthy, and the hub key it returns is pinned from then on.
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        let body = to_json(req)?;
+        let url = self.url(ENROLL_PATH);
+        let reply = self
+            .send(self.http.post(url.clone()).body(body), &url)
+            .await?;
+        serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply {
+            what: "enroll",
+            cause: e.to_string(),
+        })
+    }
+
+    /// What the hub holds of this agent's chain, verified against the pinned hub key.
+    pub async fn watermark(&self, creds: &Credentials) -> Result<Watermark, ClientError> {
+        let reply = self
+            .signed_call(
+                creds,
+                reqwest::Method::GET,
+                &watermark_path(&creds.agent),
+                Vec::new(),
+            )
+            .await?;
+        verify_signed(&reply, &creds.hub_key, "watermark")
+    }
+
+    /// Sends one batch (maybe empty: a heartbeat); returns the verified receipt.
+    pub async fn send_batch(
+        &self,
+        creds: &Credentials,
+        req: &BatchRequest,
+    ) -> Result<Receipt, ClientError> {
+        let body = to_json(req)?;
+        let reply = self
+            .signed_call(
+                creds,
+                reqwest::Method::POST,
+                &batches_path(&creds.agent),
+                body,
+            )
+            .await?;
+        verify_signed(&reply, &creds.hub_key, "receipt")
+    }
+
+    fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.base.clone();
+        let joined = format!("{}{path}", self.base.path().trim_end_matches('/'));
+        url.set_path(&joined);
+        url
+    }
+
+    async fn signed_call(
+        &self,
+        creds: &Credentials,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(path);
+        let mut nonce = [0u8; 16];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| ClientError::Network {
+                url: url.to_string(),
+                cause: "the system random number generator failed".into(),
+            })?;
+        // Sign the path exactly as it goes on the wire (a base URL may add a prefix).
+        let auth = RequestAuth::sign(
+            &creds.key,
+            &creds.agent,
+            method.as_str(),
+            url.path(),
+            self.clock.now_secs(),
+            hex::encode(nonce),
+            &body,
+        );
+        let mut request = self.http.request(method, url.clone());
+        for (name, value) in auth.headers() {
+            request = request.header(name, value);
+        }
+        if !body.is_empty() {
+            request = request.body(body);
+        }
+        self.send(request, &url).await
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &reqwest::Url,
+    ) -> Result<Vec<u8>, ClientError> {
+        let network = |e: reqwest::Error| ClientError::Network {
+            url: self.base.as_str().trim_end_matches('/').to_owned(),
+            cause: error_chain(&e),
+        };
+        let response = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .send()
+            .await
+            .map_err(network)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(network)?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(e) => Err(ClientError::Api(e)),
+            Err(_) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let mut excerpt: String = text.trim().chars().take(200).collect();
+                excerpt = excerpt.replace(['\n', '\r'], " ");
+                if excerpt.is_empty() {
+                    excerpt = status
+                        .canonical_reason()
+                        .unwrap_or("no reason given")
+                        .to_owned();
+                }
+                Err(ClientError::Status {
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                    excerpt,
+                })
+            }
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(value).map_err(|e| ClientError::BadReply {
+        what: "a request (it cannot be encoded)",
+        cause: e.to_string(),
+    })
+}
+
+fn verify_signed<T: SignedPayload + DeserializeOwned>(
+    reply: &[u8],
+    hub_key: &PublicKey,
+    what: &'static str,
+) -> Result<T, ClientError> {
+    let signed: Signed<T> = serde_json::from_slice(reply).map_err(|e| ClientError::BadReply {
+        what,
+        cause: format!("not a signed document: {e}"),
+    })?;
+    signed.verify(hub_key).map_err(|e| match e {
+        tongbu_shared::signed::SignedError::BadSignature => ClientError::BadHubSignature {
+            what,
+            fingerprint: hub_key.fingerprint(),
+        },
+        tongbu_shared::signed::SignedError::Payload(e) => ClientError::BadReply {
+            what,
+            cause: e.to_string(),
+        },
+    })
+}
+
+/// An error and its causes on one line (reqwest's own message omits the interesting part).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = if e.is_timeout() {
+        format!("timed out ({e})")
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_urls_are_checked() {
+        assert!(parse_hub_url("http://127.0.0.1:8440").is_ok());
+        assert!(parse_hub_url("https://hub.example.cn/tongbu/").is_ok());
+        for bad in ["127.0.0.1:8440", "ftp://x", "http://x/?a=1", "not a url"] {
+            assert!(parse_hub_url(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn paths_join_onto_a_base_prefix() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::FixedClock(0));
+        let c = HubClient::new("https://hub.example.cn/tongbu/", Arc::clone(&clock)).unwrap();
+        assert_eq!(
+            c.url(ENROLL_PATH).as_str(),
+            "https://hub.example.cn/tongbu/api/v1/enroll"
+        );
+        let c = HubClient::new("http://127.0.0.1:8440", clock).unwrap();
+        assert_eq!(c.url(ENROLL_PATH).path(), "/api/v1/enroll");
+    }
+
+    #[test]
+    fn clock_skew_names_the_direction() {
+        let mut e = ApiError::new(ErrorCode::ClockSkew, "timestamp too far from hub time");
+        e.error.skew_seconds = Some(420);
+        let text = ClientError::Api(e).to_string();
+        assert!(
+            text.starts_with("clock_skew: this machine's clock is 420 s behind"),
+            "{text}"
+        );
+    }
+}

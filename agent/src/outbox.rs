@@ -1,0 +1,853 @@
+//! The durable outbox: `<data-dir>/outbox.db`, SQLite in WAL mode with `synchronous=FULL`, so a
+//! committed transaction survives a crash or power cut. This is the only module with SQL; the
+//! schema lives in `migrations/` (applied in order, tracked by `PRAGMA user_version`).
+//!
+//! Invariants:
+//! - `envelopes` is this agent's chain: seqs 1..=head without gaps, each row's `prev` the
+//!   previous row's `hash`; the head is the last row. Rows are never deleted or rewritten,
+//!   except `outcome`/`codes`, the hub's latest verdict.
+//! - An append signs and inserts a whole submission in one `BEGIN IMMEDIATE` transaction: all
+//!   records or none, and two processes appending to the same file take turns.
+//! - `sync_state.acked_seq` changes only inside a transaction, together with the outcomes a
+//!   verified receipt carried.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use serde_json::value::RawValue;
+use tongbu_shared::crypto::{Digest, KeyPair, PublicKey, Signature};
+use tongbu_shared::envelope::{Envelope, MAX_BODY_BYTES};
+use tongbu_shared::ids::{AgentId, Code, CountyCode};
+use tongbu_shared::protocol::RecordOutcome;
+use tongbu_shared::record::Kind;
+
+/// The schema migrations, in order. `PRAGMA user_version` counts how many were applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot open the outbox {}: {cause}", path.display())]
+    Open {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
+    #[error(
+        "the outbox {} has schema version {found}, newer than this tongbu-agent knows ({known}); upgrade tongbu-agent",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("the outbox is busy: another process has held its write lock for over 5 s; try again")]
+    Busy,
+    #[error("the outbox database failed: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error("the outbox is damaged: {0}")]
+    Corrupt(String),
+    #[error("record {index} is {len} bytes, more than the limit of {MAX_BODY_BYTES}")]
+    BodyTooLarge { index: usize, len: usize },
+    #[error("record {index} is not valid JSON text")]
+    NotJson { index: usize },
+    #[error("this data directory is already enrolled as agent {0}")]
+    AlreadyEnrolled(AgentId),
+    #[error("the outbox task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+impl From<rusqlite::Error> for OutboxError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, DatabaseBusy | DatabaseLocked) =>
+            {
+                OutboxError::Busy
+            }
+            _ => OutboxError::Sqlite(e),
+        }
+    }
+}
+
+/// What enrollment established: who this agent is and which hub key it trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub agent_id: AgentId,
+    pub county: CountyCode,
+    pub county_name: String,
+    pub hub_url: String,
+    /// The hub's signing key, pinned at enrollment: no other key is ever trusted.
+    pub hub_public_key: PublicKey,
+    /// RFC 3339 UTC time of enrollment.
+    pub enrolled_at: String,
+}
+
+/// The last envelope of the chain (seq 0 and the genesis hash when there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Digest,
+}
+
+impl Head {
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: Digest::GENESIS,
+    };
+}
+
+/// One record to append: its exact bytes and the fields kept beside them for people.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    pub body: &'a [u8],
+    pub kind: Kind,
+    pub id: &'a Code,
+    pub rev: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    pub acked_seq: u64,
+    pub acked_hash: Option<Digest>,
+    pub last_sync_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_attempt_ms: Option<i64>,
+}
+
+/// An envelope row exactly as stored, before any check (for `verify`).
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    pub seq: u64,
+    pub prev: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub body: Vec<u8>,
+    pub sig: Vec<u8>,
+}
+
+impl RawRow {
+    /// The envelope this row holds, with the hash stored beside it; or what is wrong with it.
+    pub fn to_envelope(&self, agent: &AgentId) -> Result<(Envelope, Digest), String> {
+        let prev = Digest::from_slice(&self.prev).ok_or("the stored prev is not 32 bytes")?;
+        let hash = Digest::from_slice(&self.hash).ok_or("the stored hash is not 32 bytes")?;
+        let sig = Signature::from_slice(&self.sig).ok_or("the stored signature is not 64 bytes")?;
+        let envelope = Envelope {
+            agent: agent.clone(),
+            seq: self.seq,
+            prev,
+            body: self.body.clone(),
+            sig,
+        };
+        Ok((envelope, hash))
+    }
+}
+
+/// Counts of records by the hub's latest outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    pub held: u64,
+    pub rejected: u64,
+}
+
+/// One connection to the outbox.
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Connection,
+}
+
+fn to_i64(n: u64) -> i64 {
+    // Seqs count records; they cannot reach 2^63.
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64, what: &str) -> Result<u64, OutboxError> {
+    u64::try_from(n).map_err(|_| OutboxError::Corrupt(format!("{what} is negative ({n})")))
+}
+
+/// A BLOB column's bytes; TEXT is accepted too, since hand edits with SQL functions such as
+/// `replace()` turn blobs into text, and `verify` must then report the edit, not fail to read.
+fn bytes_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<u8>> {
+    Ok(match row.get_ref(idx)? {
+        ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+        ValueRef::Null => Vec::new(),
+        ValueRef::Integer(i) => i.to_string().into_bytes(),
+        ValueRef::Real(r) => r.to_string().into_bytes(),
+    })
+}
+
+fn head_of(conn: &Connection) -> Result<Head, OutboxError> {
+    let row = conn
+        .query_row(
+            "SELECT seq, hash FROM envelopes ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, bytes_at(r, 1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Ok(Head::EMPTY),
+        Some((seq, hash)) => {
+            let seq = to_u64(seq, "the head seq")?;
+            let hash = Digest::from_slice(&hash).ok_or_else(|| {
+                OutboxError::Corrupt(format!("seq {seq}: the stored hash is not 32 bytes"))
+            })?;
+            Ok(Head { seq, hash })
+        }
+    }
+}
+
+fn hash_at(conn: &Connection, seq: u64) -> Result<Option<Digest>, OutboxError> {
+    if seq == 0 {
+        return Ok(Some(Digest::GENESIS));
+    }
+    let hash = conn
+        .query_row(
+            "SELECT hash FROM envelopes WHERE seq = ?1",
+            [to_i64(seq)],
+            |r| bytes_at(r, 0),
+        )
+        .optional()?;
+    hash.map(|h| {
+        Digest::from_slice(&h).ok_or_else(|| {
+            OutboxError::Corrupt(format!("seq {seq}: the stored hash is not 32 bytes"))
+        })
+    })
+    .transpose()
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OutboxError> {
+    let version = |c: &Connection| -> Result<i64, OutboxError> {
+        Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    };
+    if usize::try_from(version(conn)?).is_ok_and(|v| v >= MIGRATIONS.len()) {
+        return check_version(version(conn)?, path);
+    }
+    // Another process may be migrating the same file: take the write lock, then look again.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
+    check_version(found, path)?;
+    let applied = usize::try_from(found).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn check_version(found: i64, path: &Path) -> Result<(), OutboxError> {
+    if usize::try_from(found).is_ok_and(|v| v > MIGRATIONS.len()) {
+        return Err(OutboxError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
+    Ok(())
+}
+
+const META_KEYS: [&str; 6] = [
+    "agent_id",
+    "county",
+    "county_name",
+    "hub_url",
+    "hub_public_key",
+    "enrolled_at",
+];
+
+impl Outbox {
+    /// Opens (creating and migrating when needed) the outbox at `path`.
+    pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
+        let open_err = |cause| OutboxError::Open {
+            path: path.to_owned(),
+            cause,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OutboxError::Corrupt(format!(
+                "cannot switch {} to WAL mode (it stays in {mode} mode)",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        migrate(&mut conn, path)?;
+        Ok(Outbox { conn })
+    }
+
+    /// The enrollment, or `None` when this agent is not enrolled yet.
+    pub fn enrollment(&self) -> Result<Option<Enrollment>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached("SELECT key, value FROM meta")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut values: [Option<String>; 6] = Default::default();
+        for row in rows {
+            let (key, value) = row?;
+            if let Some(i) = META_KEYS.iter().position(|k| *k == key) {
+                values[i] = Some(value);
+            }
+        }
+        let [agent_id, county, county_name, hub_url, hub_key, enrolled_at] = values;
+        let Some(agent_id) = agent_id else {
+            return Ok(None);
+        };
+        let bad =
+            |what: &str, problem: String| OutboxError::Corrupt(format!("meta `{what}`: {problem}"));
+        let need = |what: &str, v: Option<String>| v.ok_or_else(|| bad(what, "is missing".into()));
+        let agent_id = AgentId::parse(&agent_id).map_err(|e| bad("agent_id", e.0))?;
+        let county = CountyCode::parse(&need("county", county)?).map_err(|e| bad("county", e.0))?;
+        let hub_public_key = PublicKey::from_base64(&need("hub_public_key", hub_key)?)
+            .map_err(|e| bad("hub_public_key", e.to_string()))?;
+        Ok(Some(Enrollment {
+            agent_id,
+            county,
+            county_name: county_name.unwrap_or_default(),
+            hub_url: need("hub_url", hub_url)?,
+            hub_public_key,
+            enrolled_at: enrolled_at.unwrap_or_default(),
+        }))
+    }
+
+    /// Stores the enrollment; refuses when one is already stored.
+    pub fn save_enrollment(&mut self, e: &Enrollment) -> Result<(), OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'agent_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(existing) = existing {
+            let id = AgentId::parse(&existing).unwrap_or_else(|_| e.agent_id.clone());
+            return Err(OutboxError::AlreadyEnrolled(id));
+        }
+        let values = [
+            e.agent_id.to_string(),
+            e.county.to_string(),
+            e.county_name.clone(),
+            e.hub_url.clone(),
+            e.hub_public_key.to_base64(),
+            e.enrolled_at.clone(),
+        ];
+        for (key, value) in META_KEYS.iter().zip(values) {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn head(&self) -> Result<Head, OutboxError> {
+        head_of(&self.conn)
+    }
+
+    /// The stored hash of the envelope at `seq` (genesis for 0), `None` past the head.
+    pub fn hash_at(&self, seq: u64) -> Result<Option<Digest>, OutboxError> {
+        hash_at(&self.conn, seq)
+    }
+
+    /// Signs `records` in order as the next envelopes of `agent`'s chain and stores them, all
+    /// or none, in one transaction. Returns their seqs once the transaction has committed.
+    pub fn append(
+        &mut self,
+        key: &KeyPair,
+        agent: &AgentId,
+        records: &[NewRecord<'_>],
+        now_ms: i64,
+    ) -> Result<Vec<u64>, OutboxError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let seqs = append_in(&tx, key, agent, records, now_ms)?;
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    pub fn sync_state(&self) -> Result<SyncState, OutboxError> {
+        let row = self.conn.query_row(
+            "SELECT acked_seq, acked_hash, last_sync_ms, last_error, last_attempt_ms
+             FROM sync_state WHERE id = 1",
+            [],
+            |r| {
+                let hash = match r.get_ref(1)? {
+                    ValueRef::Null => None,
+                    _ => Some(bytes_at(r, 1)?),
+                };
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    hash,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            },
+        )?;
+        let (acked_seq, acked_hash, last_sync_ms, last_error, last_attempt_ms) = row;
+        Ok(SyncState {
+            acked_seq: to_u64(acked_seq, "acked_seq")?,
+            acked_hash: acked_hash.and_then(|h| Digest::from_slice(&h)),
+            last_sync_ms,
+            last_error,
+            last_attempt_ms,
+        })
+    }
+
+    /// Up to `limit` rows after `after_seq`, in seq order, as stored.
+    pub fn rows_after(&self, after_seq: u64, limit: usize) -> Result<Vec<RawRow>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, prev, hash, body, sig FROM envelopes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![to_i64(after_seq), limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                bytes_at(r, 1)?,
+                bytes_at(r, 2)?,
+                bytes_at(r, 3)?,
+                bytes_at(r, 4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (seq, prev, hash, body, sig) = row?;
+            Ok(RawRow {
+                seq: to_u64(seq, "a seq")?,
+                prev,
+                hash,
+                body,
+                sig,
+            })
+        })
+        .collect()
+    }
+
+    /// Up to `limit` envelopes after `after_seq`, each with its stored hash.
+    pub fn envelopes_after(
+        &self,
+        agent: &AgentId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(Envelope, Digest)>, OutboxError> {
+        self.rows_after(after_seq, limit)?
+            .iter()
+            .map(|row| {
+                row.to_envelope(agent)
+                    .map_err(|problem| OutboxError::Corrupt(format!("seq {}: {problem}", row.seq)))
+            })
+            .collect()
+    }
+
+    /// Sets how far the hub holds the chain, after reconciling with its watermark.
+    pub fn set_acked(&mut self, seq: u64, hash: Digest) -> Result<(), OutboxError> {
+        self.conn.execute(
+            "UPDATE sync_state SET acked_seq = ?1, acked_hash = ?2 WHERE id = 1",
+            params![to_i64(seq), &hash.0[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Applies a verified receipt: the new acknowledged head and each record's outcome, in one
+    /// transaction. Outcomes for seqs this outbox does not hold are ignored.
+    pub fn apply_receipt(
+        &mut self,
+        acked_seq: u64,
+        acked_hash: Digest,
+        outcomes: &[RecordOutcome],
+    ) -> Result<(), OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE sync_state SET acked_seq = ?1, acked_hash = ?2 WHERE id = 1",
+            params![to_i64(acked_seq), &acked_hash.0[..]],
+        )?;
+        {
+            let mut stmt =
+                tx.prepare_cached("UPDATE envelopes SET outcome = ?2, codes = ?3 WHERE seq = ?1")?;
+            for o in outcomes {
+                let codes = (!o.codes.is_empty()).then(|| o.codes.join(","));
+                stmt.execute(params![to_i64(o.seq), o.outcome.as_str(), codes])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a successful sync round at `now_ms`, clearing the last error.
+    pub fn record_success(&mut self, now_ms: i64) -> Result<(), OutboxError> {
+        self.conn.execute(
+            "UPDATE sync_state SET last_sync_ms = ?1, last_attempt_ms = ?1, last_error = NULL
+             WHERE id = 1",
+            [now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed sync round at `now_ms` with a one-line message.
+    pub fn record_failure(&mut self, message: &str, now_ms: i64) -> Result<(), OutboxError> {
+        self.conn.execute(
+            "UPDATE sync_state SET last_error = ?1, last_attempt_ms = ?2 WHERE id = 1",
+            params![message, now_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn outcome_counts(&self) -> Result<OutcomeCounts, OutboxError> {
+        let count = |outcome: &str| -> Result<u64, OutboxError> {
+            let n: i64 = self.conn.query_row(
+                "SELECT count(*) FROM envelopes WHERE outcome = ?1",
+                [outcome],
+                |r| r.get(0),
+            )?;
+            to_u64(n, "a count")
+        };
+        Ok(OutcomeCounts {
+            held: count("held")?,
+            rejected: count("rejected")?,
+        })
+    }
+}
+
+fn append_in(
+    tx: &Transaction<'_>,
+    key: &KeyPair,
+    agent: &AgentId,
+    records: &[NewRecord<'_>],
+    now_ms: i64,
+) -> Result<Vec<u64>, OutboxError> {
+    let head = head_of(tx)?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO envelopes (seq, prev, hash, body, sig, kind, record_id, rev, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut seqs = Vec::with_capacity(records.len());
+    let (mut seq, mut prev) = (head.seq, head.hash);
+    for (i, r) in records.iter().enumerate() {
+        if r.body.len() > MAX_BODY_BYTES {
+            return Err(OutboxError::BodyTooLarge {
+                index: i + 1,
+                len: r.body.len(),
+            });
+        }
+        // The body travels to the hub as raw JSON, so it must be JSON text; checked here so a
+        // stored record can always be sent.
+        if serde_json::from_slice::<&RawValue>(r.body).is_err() {
+            return Err(OutboxError::NotJson { index: i + 1 });
+        }
+        seq += 1;
+        let e = Envelope::sign(key, agent.clone(), seq, prev, r.body.to_vec());
+        let hash = e.hash();
+        stmt.execute(params![
+            to_i64(seq),
+            &prev.0[..],
+            &hash.0[..],
+            &e.body,
+            &e.sig.0[..],
+            r.kind.as_str(),
+            r.id.as_str(),
+            r.rev,
+            now_ms,
+        ])?;
+        seqs.push(seq);
+        prev = hash;
+    }
+    Ok(seqs)
+}
+
+/// An outbox connection used from async code: each call runs on tokio's blocking pool, so a
+/// slow fsync or a wait for another writer's lock never stalls the runtime. Each component
+/// (the intake server, the sync loop) opens its own; SQLite orders their writes.
+#[derive(Debug, Clone)]
+pub struct SharedOutbox(Arc<Mutex<Outbox>>);
+
+impl SharedOutbox {
+    pub fn new(outbox: Outbox) -> SharedOutbox {
+        SharedOutbox(Arc::new(Mutex::new(outbox)))
+    }
+
+    pub async fn call<R, F>(&self, f: F) -> Result<R, OutboxError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Outbox) -> Result<R, OutboxError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-call cannot leave SQLite half-written (an open transaction rolls back
+            // when dropped), so a poisoned lock still guards a consistent connection.
+            let mut outbox = inner.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut outbox)
+        })
+        .await
+        .map_err(|e| OutboxError::Task(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tongbu_shared::envelope::verify_run;
+    use tongbu_shared::protocol::Outcome;
+
+    pub(crate) fn agent() -> AgentId {
+        AgentId::parse("430112-3f9a0c1d").unwrap()
+    }
+
+    pub(crate) fn key() -> KeyPair {
+        KeyPair::from_seed(&[7; 32]).unwrap()
+    }
+
+    pub(crate) fn body(n: u64) -> Vec<u8> {
+        format!(
+            r#"{{"kind":"payment","id":"P-{n}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{n}"}}"#
+        )
+        .into_bytes()
+    }
+
+    fn code(s: &str) -> Code {
+        Code::parse(s).unwrap()
+    }
+
+    /// Appends `bodies` as payments; `None` stands for a body that must be refused.
+    fn append(outbox: &mut Outbox, bodies: &[Option<Vec<u8>>]) -> Result<Vec<u64>, OutboxError> {
+        let id = code("P-1");
+        let too_big = vec![b' '; MAX_BODY_BYTES + 1];
+        let records: Vec<NewRecord<'_>> = bodies
+            .iter()
+            .map(|b| NewRecord {
+                body: b.as_deref().unwrap_or(&too_big),
+                kind: Kind::Payment,
+                id: &id,
+                rev: 1,
+            })
+            .collect();
+        outbox.append(&key(), &agent(), &records, 1_000)
+    }
+
+    fn verify_all(outbox: &Outbox) -> Digest {
+        let envelopes: Vec<Envelope> = outbox
+            .envelopes_after(&agent(), 0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(e, stored)| {
+                assert_eq!(e.hash(), stored, "stored hash of seq {}", e.seq);
+                e
+            })
+            .collect();
+        verify_run(
+            &key().public_key(),
+            &agent(),
+            0,
+            Digest::GENESIS,
+            &envelopes,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn append_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        append(&mut outbox, &[Some(body(1)), Some(body(2))]).unwrap();
+        let before = outbox.head().unwrap();
+        assert_eq!(before.seq, 2);
+
+        let err = append(&mut outbox, &[Some(body(3)), None, Some(body(5))]).unwrap_err();
+        assert!(
+            matches!(err, OutboxError::BodyTooLarge { index: 2, .. }),
+            "{err}"
+        );
+        let err = append(&mut outbox, &[Some(body(3)), Some(b"not json".to_vec())]).unwrap_err();
+        assert!(matches!(err, OutboxError::NotJson { index: 2 }), "{err}");
+        assert_eq!(outbox.head().unwrap(), before);
+        assert_eq!(outbox.rows_after(0, 100).unwrap().len(), 2);
+
+        assert_eq!(append(&mut outbox, &[Some(body(3))]).unwrap(), vec![3]);
+        verify_all(&outbox);
+    }
+
+    #[test]
+    fn the_chain_continues_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            let mut outbox = Outbox::open(&path).unwrap();
+            assert_eq!(outbox.head().unwrap(), Head::EMPTY);
+            append(&mut outbox, &[Some(body(1)), Some(body(2))]).unwrap();
+        }
+        let mut outbox = Outbox::open(&path).unwrap();
+        let head = outbox.head().unwrap();
+        assert_eq!(head.seq, 2);
+        assert_eq!(append(&mut outbox, &[Some(body(3))]).unwrap(), vec![3]);
+        let rows = outbox.rows_after(2, 10).unwrap();
+        assert_eq!(rows[0].prev, head.hash.0.to_vec());
+        assert_eq!(verify_all(&outbox), outbox.head().unwrap().hash);
+    }
+
+    #[test]
+    fn a_second_connection_appends_after_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let mut a = Outbox::open(&path).unwrap();
+        let mut b = Outbox::open(&path).unwrap();
+        append(&mut a, &[Some(body(1))]).unwrap();
+        assert_eq!(append(&mut b, &[Some(body(2))]).unwrap(), vec![2]);
+        assert_eq!(append(&mut a, &[Some(body(3))]).unwrap(), vec![3]);
+        verify_all(&a);
+    }
+
+    #[test]
+    fn receipts_set_acked_and_outcomes_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        append(&mut outbox, &[Some(body(1)), Some(body(2)), Some(body(3))]).unwrap();
+        let h2 = outbox.hash_at(2).unwrap().unwrap();
+        let outcome = |seq, outcome, codes: &[&str]| RecordOutcome {
+            seq,
+            outcome,
+            codes: codes.iter().map(|c| c.to_string()).collect(),
+            duplicate: false,
+        };
+        outbox
+            .apply_receipt(
+                2,
+                h2,
+                &[
+                    outcome(1, Outcome::Accepted, &[]),
+                    outcome(2, Outcome::Rejected, &["BUDGET_EXCEEDED", "DATE_ORDER"]),
+                    outcome(99, Outcome::Held, &[]),
+                ],
+            )
+            .unwrap();
+        let state = outbox.sync_state().unwrap();
+        assert_eq!((state.acked_seq, state.acked_hash), (2, Some(h2)));
+        assert_eq!(
+            outbox.outcome_counts().unwrap(),
+            OutcomeCounts {
+                held: 0,
+                rejected: 1
+            }
+        );
+        outbox.record_failure("network: down", 5).unwrap();
+        assert_eq!(
+            outbox.sync_state().unwrap().last_error.as_deref(),
+            Some("network: down")
+        );
+        outbox.record_success(6).unwrap();
+        let state = outbox.sync_state().unwrap();
+        assert_eq!(
+            (state.last_error, state.last_sync_ms, state.last_attempt_ms),
+            (None, Some(6), Some(6))
+        );
+    }
+
+    #[test]
+    fn enrollment_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        assert_eq!(outbox.enrollment().unwrap(), None);
+        let e = Enrollment {
+            agent_id: agent(),
+            county: CountyCode::parse("430112").unwrap(),
+            county_name: "望城区".into(),
+            hub_url: "http://127.0.0.1:8440".into(),
+            hub_public_key: KeyPair::from_seed(&[1; 32]).unwrap().public_key(),
+            enrolled_at: "2026-11-27T06:48:33Z".into(),
+        };
+        outbox.save_enrollment(&e).unwrap();
+        assert_eq!(outbox.enrollment().unwrap(), Some(e.clone()));
+        assert!(matches!(
+            outbox.save_enrollment(&e),
+            Err(OutboxError::AlreadyEnrolled(_))
+        ));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Append this many records; the one at `bad` (if any) is refused.
+        Append {
+            n: usize,
+            bad: Option<usize>,
+        },
+        /// Acknowledge up to this fraction (per mille) of the head.
+        Ack(u16),
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..5, proptest::option::of(0usize..5))
+                .prop_map(|(n, bad)| Op::Append { n, bad }),
+            2 => (0u16..=1000).prop_map(Op::Ack),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn appends_and_acks_keep_the_chain_whole(ops in proptest::collection::vec(op(), 1..20)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("outbox.db");
+            let mut outbox = Outbox::open(&path).unwrap();
+            let mut expected_head = 0u64;
+            let mut counter = 0u64;
+            for op in ops {
+                match op {
+                    Op::Append { n, bad } => {
+                        let bodies: Vec<Option<Vec<u8>>> = (0..n)
+                            .map(|i| {
+                                counter += 1;
+                                (bad != Some(i)).then(|| body(counter))
+                            })
+                            .collect();
+                        let refused = bad.is_some_and(|b| b < n);
+                        let result = append(&mut outbox, &bodies);
+                        prop_assert_eq!(result.is_err(), refused);
+                        if !refused {
+                            let seqs = result.unwrap();
+                            let want: Vec<u64> = (expected_head + 1..=expected_head + n as u64).collect();
+                            prop_assert_eq!(seqs, want);
+                            expected_head += n as u64;
+                        }
+                    }
+                    Op::Ack(per_mille) => {
+                        let seq = expected_head * u64::from(per_mille) / 1000;
+                        let hash = outbox.hash_at(seq).unwrap().unwrap();
+                        outbox.apply_receipt(seq, hash, &[]).unwrap();
+                    }
+                    Op::Reopen => {
+                        drop(outbox);
+                        outbox = Outbox::open(&path).unwrap();
+                    }
+                }
+                let head = outbox.head().unwrap();
+                prop_assert_eq!(head.seq, expected_head);
+                let rows = outbox.rows_after(0, usize::MAX).unwrap();
+                let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+                let want: Vec<u64> = (1..=expected_head).collect();
+                prop_assert_eq!(seqs, want);
+                prop_assert_eq!(verify_all(&outbox), head.hash);
+                let verified = crate::verify::verify_chain(&outbox, &agent(), &key().public_key());
+                prop_assert_eq!(verified.unwrap().head_hash, head.hash);
+                prop_assert!(outbox.sync_state().unwrap().acked_seq <= head.seq);
+            }
+        }
+    }
+}

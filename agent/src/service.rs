@@ -1,0 +1,191 @@
+//! The agent service: the loopback intake server and the sync loop, run together until a
+//! shutdown future completes (SIGTERM/SIGINT in the binary). Also the entry points a demo can
+//! drive in-process (`run`, `enroll`, `submit`); these return `anyhow` errors with context,
+//! since they sit at task boundaries.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::{Notify, watch};
+use tongbu_shared::KeyPair;
+use tongbu_shared::protocol::EnrollResponse;
+use tracing::info;
+
+use crate::clock::{Clock, SystemClock};
+use crate::data_dir::DataDir;
+use crate::http::{self, IntakeState};
+use crate::intake::{self, Stored};
+use crate::keyfile;
+use crate::outbox::{Enrollment, Outbox, SharedOutbox};
+use crate::sync::{self, LoopOptions, Syncer};
+
+/// How the service runs. [`ServiceOptions::new`] gives the CLI's defaults.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub data_dir: PathBuf,
+    /// The intake listener; must be a loopback address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Pause between syncs when there is nothing new (each sync is also a heartbeat).
+    pub heartbeat: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub batch_size: usize,
+}
+
+impl ServiceOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServiceOptions {
+        ServiceOptions {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8441)),
+            heartbeat: Duration::from_secs(10),
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(60),
+            batch_size: sync::DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+/// An enrolled agent's files, opened.
+#[derive(Debug)]
+pub struct EnrolledAgent {
+    pub dir: DataDir,
+    pub outbox: Outbox,
+    pub enrollment: Enrollment,
+    pub key: KeyPair,
+}
+
+/// Opens the data directory of an enrolled agent: its outbox, enrollment and key.
+pub fn open_enrolled(data_dir: &Path) -> anyhow::Result<EnrolledAgent> {
+    let dir = DataDir::open(data_dir)?;
+    let outbox = Outbox::open(&dir.outbox_path())?;
+    let Some(enrollment) = outbox.enrollment()? else {
+        bail!(
+            "the agent in {} is not enrolled yet: run `tongbu-agent enroll --hub URL --token T` first",
+            dir.root().display()
+        );
+    };
+    let key = keyfile::load(&dir.key_path())?;
+    Ok(EnrolledAgent {
+        dir,
+        outbox,
+        enrollment,
+        key,
+    })
+}
+
+/// Runs the intake server and the sync loop until `shutdown` completes. `on_ready` is called
+/// with the address the intake really bound, once it accepts connections.
+pub async fn run(
+    opts: ServiceOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr) + Send,
+) -> anyhow::Result<()> {
+    if !opts.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {}: the intake API has no authentication, so it binds only loopback addresses (127.0.0.1 or ::1)",
+            opts.listen
+        );
+    }
+    let data_dir = opts.data_dir.clone();
+    let (agent, sync_outbox) = tokio::task::spawn_blocking(move || {
+        let agent = open_enrolled(&data_dir)?;
+        // The sync loop gets a connection of its own; SQLite orders the two writers.
+        let sync_outbox = Outbox::open(&agent.dir.outbox_path())?;
+        anyhow::Ok((agent, sync_outbox))
+    })
+    .await
+    .context("opening the data directory stopped")??;
+    let EnrolledAgent {
+        outbox,
+        enrollment,
+        key,
+        ..
+    } = agent;
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("the intake listener has no address")?;
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let key = Arc::new(key);
+    let wake = Arc::new(Notify::new());
+    let intake = http::app(IntakeState {
+        outbox: SharedOutbox::new(outbox),
+        key: Arc::clone(&key),
+        county: enrollment.county.clone(),
+        clock: Arc::clone(&clock),
+        wake: Arc::clone(&wake),
+    });
+    let mut syncer = Syncer::new(
+        SharedOutbox::new(sync_outbox),
+        &enrollment,
+        key,
+        clock,
+        opts.batch_size,
+    )?;
+    let loop_opts = LoopOptions {
+        heartbeat: opts.heartbeat,
+        retry_min: opts.retry_min,
+        retry_max: opts.retry_max,
+        jitter_seed: random_seed(),
+    };
+
+    // One shutdown future fans out to the server and the loop.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let server = axum::serve(listener, intake).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let syncing = sync::run_until_stopped(&mut syncer, &loop_opts, &wake, stopped(stop_rx));
+
+    info!(
+        agent_id = %enrollment.agent_id,
+        county = %enrollment.county,
+        hub = %enrollment.hub_url,
+        intake = %addr,
+        "tongbu-agent running"
+    );
+    on_ready(addr);
+    let (served, ()) = tokio::join!(async { server.await }, syncing);
+    watcher.abort();
+    served.context("the intake server failed")?;
+    info!("tongbu-agent stopped");
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which happens only after shutdown was signalled.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // Jitter only spreads retries out; a fixed seed is a fine fallback.
+    let _ = SystemRandom::new().fill(&mut seed);
+    u64::from_le_bytes(seed)
+}
+
+/// Enrolls the agent in `data_dir` with the hub at `hub_url` using a one-time `token`.
+pub async fn enroll(data_dir: &Path, hub_url: &str, token: &str) -> anyhow::Result<EnrollResponse> {
+    let dir = DataDir::open(data_dir)?;
+    let (_, response) = crate::enroll::enroll(&dir, hub_url, token, Arc::new(SystemClock)).await?;
+    Ok(response)
+}
+
+/// Checks, signs and stores a submission into the outbox in `data_dir`, all or nothing. This
+/// blocks on SQLite; from async code call it through `spawn_blocking`. A running service
+/// sends the records at its next heartbeat.
+pub fn submit(data_dir: &Path, input: &[u8]) -> anyhow::Result<Vec<Stored>> {
+    let mut agent = open_enrolled(data_dir)?;
+    let stored = intake::submit(&mut agent.outbox, &agent.key, input, SystemClock.now_ms())?;
+    Ok(stored)
+}

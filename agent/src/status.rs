@@ -1,0 +1,109 @@
+//! The figures `status` reports (and `GET /status` returns): who this agent is, how far the
+//! hub has acknowledged its chain, when it last synced and why it is stuck, if it is. The JSON
+//! keys are part of the v1 interface contract.
+
+use serde::Serialize;
+
+use crate::clock::rfc3339_utc;
+use crate::outbox::{Outbox, OutboxError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub agent_id: Option<String>,
+    pub county: Option<String>,
+    pub hub_url: Option<String>,
+    pub head_seq: u64,
+    pub acked_seq: u64,
+    pub queue_depth: u64,
+    /// RFC 3339 UTC time of the last successful sync.
+    pub last_sync: Option<String>,
+    pub last_error: Option<String>,
+    /// The policy bundle version in use (none until policies are pulled).
+    pub policy_version: Option<u64>,
+    pub held: u64,
+    pub rejected: u64,
+}
+
+pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
+    let enrollment = outbox.enrollment()?;
+    let head = outbox.head()?;
+    let state = outbox.sync_state()?;
+    let counts = outbox.outcome_counts()?;
+    Ok(Status {
+        agent_id: enrollment.as_ref().map(|e| e.agent_id.to_string()),
+        county: enrollment.as_ref().map(|e| e.county.to_string()),
+        hub_url: enrollment.map(|e| e.hub_url),
+        head_seq: head.seq,
+        acked_seq: state.acked_seq,
+        queue_depth: head.seq.saturating_sub(state.acked_seq),
+        last_sync: state.last_sync_ms.map(rfc3339_utc),
+        last_error: state.last_error,
+        policy_version: None,
+        held: counts.held,
+        rejected: counts.rejected,
+    })
+}
+
+impl std::fmt::Display for Status {
+    /// A two-column table for people.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        let rows = [
+            ("agent_id", or_dash(&self.agent_id)),
+            ("county", or_dash(&self.county)),
+            ("hub_url", or_dash(&self.hub_url)),
+            ("head_seq", self.head_seq.to_string()),
+            ("acked_seq", self.acked_seq.to_string()),
+            ("queue_depth", self.queue_depth.to_string()),
+            ("last_sync", or_dash(&self.last_sync)),
+            ("last_error", or_dash(&self.last_error)),
+            (
+                "policy_version",
+                or_dash(&self.policy_version.map(|v| v.to_string())),
+            ),
+            ("held", self.held.to_string()),
+            ("rejected", self.rejected.to_string()),
+        ];
+        for (name, value) in rows {
+            writeln!(f, "{name:<15} {value}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_exactly_the_contract_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        let status = read(&outbox).unwrap();
+        let json = serde_json::to_value(&status).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "acked_seq",
+                "agent_id",
+                "county",
+                "head_seq",
+                "held",
+                "hub_url",
+                "last_error",
+                "last_sync",
+                "policy_version",
+                "queue_depth",
+                "rejected"
+            ]
+        );
+        assert!(status.to_string().contains("queue_depth     0"));
+    }
+}

@@ -1,0 +1,310 @@
+//! The command line: flags are parsed here (clap) into checked values, each command calls the
+//! library, and errors become `anyhow` messages for people. Commands that print a secret
+//! print it alone on stdout, so scripts can capture it; everything else people read goes to
+//! stderr or is a short confirmation.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use ring::rand::SystemRandom;
+use tongbu_hub::admin::{self, CountyAdded, DEFAULT_TOKEN_TTL_HOURS};
+use tongbu_hub::clock::{Clock as _, SystemClock};
+use tongbu_hub::store::Role;
+use tongbu_hub::{Hub, SqliteStore};
+use tongbu_shared::CountyCode;
+use tongbu_shared::protocol::AgentRow;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tongbu-hub",
+    version,
+    about = "Tongbu provincial hub: verifies, orders and keeps every county record"
+)]
+pub struct Cli {
+    /// Where the hub keeps its database (hub.db) and signing key (hub.key).
+    #[arg(long, global = true, default_value = "./tongbu-hub-data")]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the hub API until SIGTERM or SIGINT.
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the READY line tells which).
+        #[arg(long, default_value = "127.0.0.1:8440")]
+        listen: String,
+    },
+    /// Manage counties.
+    County {
+        #[command(subcommand)]
+        command: CountyCommand,
+    },
+    /// Manage enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// List enrolled agents and how far behind each is.
+    Agents,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CountyCommand {
+    /// Register a county (a 6-digit GB/T 2260 code).
+    Add {
+        #[arg(long)]
+        code: CountyCode,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a one-time enrollment token for a county; prints the token alone.
+    Issue {
+        #[arg(long)]
+        county: CountyCode,
+        /// Hours until the token expires.
+        #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_HOURS)]
+        ttl_hours: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key; prints the key alone.
+    Create {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Operator,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Operator => Role::Operator,
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = cli.data_dir;
+    match cli.command {
+        Command::Serve { listen } => serve(data_dir, &listen),
+        Command::County {
+            command: CountyCommand::Add { code, name },
+        } => {
+            let mut store = open_store(&data_dir)?;
+            let added = admin::add_county_in(&mut store, SystemClock.now_ms(), &code, &name)?;
+            match added {
+                CountyAdded::Created => println!("county {code} {name} added"),
+                CountyAdded::AlreadyExists => println!("county {code} {name} already exists"),
+            }
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Issue { county, ttl_hours },
+        } => {
+            let mut store = open_store(&data_dir)?;
+            let rng = SystemRandom::new();
+            let issued =
+                admin::issue_token_in(&mut store, SystemClock.now_ms(), &rng, &county, ttl_hours)?;
+            print_secret(issued.token.expose())
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Create { role },
+        } => {
+            let mut store = open_store(&data_dir)?;
+            let rng = SystemRandom::new();
+            let key =
+                admin::create_api_key_in(&mut store, SystemClock.now_ms(), &rng, role.into())?;
+            print_secret(key.expose())
+        }
+        Command::Agents => {
+            let mut store = open_store(&data_dir)?;
+            let rows = admin::list_agents(&mut store)?;
+            print!("{}", agents_table(&rows));
+            Ok(())
+        }
+    }
+}
+
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(data_dir)
+        .with_context(|| format!("cannot open the hub database in {}", data_dir.display()))
+}
+
+fn print_secret(secret: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{secret}")
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+fn serve(data_dir: PathBuf, listen: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let hub = Hub::open(&data_dir, Arc::new(SystemClock))
+            .with_context(|| format!("cannot open the hub in {}", data_dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        tracing::info!(%addr, data_dir = %data_dir.display(), hub_key = %hub.public_key().fingerprint(), "hub serving");
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "READY listen=http://{addr}")
+                .and_then(|()| out.flush())
+                .context("cannot write to stdout")?;
+        }
+        tongbu_hub::http::serve(hub, listener, shutdown_signal())
+            .await
+            .context("the server failed")?;
+        tracing::info!("hub stopped");
+        Ok(())
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// The `agents` command's table.
+fn agents_table(rows: &[AgentRow]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<15}  {:<6}  {:<11}  {:>8}  {:>8}  {:>6}  {:>6}  {:<20}  {:<10}  LAST ERROR",
+        "AGENT", "COUNTY", "STATE", "ACKED", "HEAD", "LAG", "QUEUE", "LAST SEEN", "VERSION"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<15}  {:<6}  {:<11}  {:>8}  {:>8}  {:>6}  {:>6}  {:<20}  {:<10}  {}",
+            r.agent_id,
+            r.county,
+            r.state,
+            r.acked_seq,
+            r.head_seq,
+            r.lag,
+            r.queue_depth,
+            r.last_seen.as_deref().unwrap_or("never"),
+            r.agent_version.as_deref().unwrap_or("-"),
+            r.last_error.as_deref().unwrap_or("-"),
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no agents enrolled)");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_takes_a_data_dir() {
+        for args in [
+            vec!["tongbu-hub", "serve", "--data-dir", "/tmp/x"],
+            vec!["tongbu-hub", "--data-dir", "/tmp/x", "agents"],
+            vec![
+                "tongbu-hub",
+                "county",
+                "add",
+                "--code",
+                "430112",
+                "--name",
+                "望城区",
+                "--data-dir",
+                "/tmp/x",
+            ],
+            vec![
+                "tongbu-hub",
+                "token",
+                "issue",
+                "--county",
+                "430112",
+                "--data-dir",
+                "/tmp/x",
+            ],
+            vec![
+                "tongbu-hub",
+                "apikey",
+                "create",
+                "--role",
+                "admin",
+                "--data-dir",
+                "/tmp/x",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(&args).unwrap();
+            assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"), "{args:?}");
+        }
+        assert!(
+            Cli::try_parse_from(["tongbu-hub", "county", "add", "--code", "12", "--name", "x"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["tongbu-hub", "apikey", "create", "--role", "root"]).is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! The running hub: its database handle, signing key, clock, randomness and counters, and the
+//! operations the HTTP layer calls. Each operation takes parsed input and returns a domain
+//! result; none knows about HTTP. Signature checks run in `spawn_blocking`, never on the
+//! writer thread, and a reply is built only after the write behind it has committed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ring::rand::SystemRandom;
+use tongbu_shared::KeyPair;
+use tongbu_shared::crypto::PublicKey;
+use tongbu_shared::envelope::Envelope;
+use tongbu_shared::ids::{AgentId, CountyCode};
+use tongbu_shared::protocol::{
+    AgentRow, AgentState, BatchRequest, EnrollRequest, EnrollResponse, PROTOCOL_VERSION, Receipt,
+    Watermark,
+};
+use tongbu_shared::signed::{Signed, SignedPayload};
+
+use crate::admin::{self, AdminError, CountyAdded, IssuedToken, Secret};
+use crate::auth::{self, AuthError, AuthHeaders};
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::enroll::{self, EnrollError};
+use crate::ingest::{self, Applied, Contact, IngestError, VerifiedBatch};
+use crate::keys::{self, KeyError};
+use crate::metrics::Metrics;
+use crate::store::{AgentRecord, Role, StoreError, StoredEnvelope};
+
+/// Who the in-process admin calls are recorded as in the audit log.
+const LOCAL_ACTOR: &str = "local";
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Why a request's caller was not let in.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("no agent {0} is enrolled")]
+    UnknownAgent(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A cheap, cloneable handle to the running hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    key: KeyPair,
+    clock: Arc<dyn Clock>,
+    rng: SystemRandom,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("public_key", &self.inner.key.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Opens the hub's database and key in `data_dir` (creating both, and the directory, on
+    /// first use).
+    pub fn open(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<Hub, OpenError> {
+        let db = Db::open_sqlite(data_dir)?;
+        let rng = SystemRandom::new();
+        let key = keys::load_or_create(data_dir, &rng)?;
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                db,
+                key,
+                clock,
+                rng,
+                metrics: Metrics::default(),
+            }),
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.key.public_key()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn sign<T: SignedPayload>(&self, value: &T) -> Result<Signed<T>, IngestError> {
+        Signed::sign(&self.inner.key, value).map_err(|e| IngestError::Internal(e.to_string()))
+    }
+
+    // ---- agent-facing calls -------------------------------------------------------------
+
+    /// Checks an agent request's signature headers against the enrolled key of `path_agent`
+    /// and the hub's clock; returns the agent as stored.
+    pub async fn authenticate(
+        &self,
+        path_agent: &str,
+        headers: &AuthHeaders<'_>,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<AgentRecord, AccessError> {
+        let auth = auth::parse_request_auth(headers, path_agent)?;
+        let id = auth.agent.clone();
+        let agent = self
+            .db()
+            .read(move |r| r.agent(&id))
+            .await?
+            .ok_or_else(|| AccessError::UnknownAgent(path_agent.to_owned()))?;
+        auth::verify_request(
+            &auth,
+            &agent.public_key,
+            method,
+            path_and_query,
+            body,
+            self.now_ms(),
+        )?;
+        Ok(agent)
+    }
+
+    /// Enrolls a new agent with a one-time token.
+    pub async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, EnrollError> {
+        enroll::check_proof(&req)?;
+        let now = self.now_ms();
+        let rng = self.inner.rng.clone();
+        let enrolled = self
+            .db()
+            .write(move |w| enroll::apply(w, &req, now, &rng))
+            .await?;
+        tracing::info!(agent = %enrolled.agent_id, county = %enrolled.county, "agent enrolled");
+        Ok(EnrollResponse {
+            agent_id: enrolled.agent_id,
+            county: enrolled.county,
+            county_name: enrolled.county_name,
+            hub_public_key: self.public_key(),
+            protocol: PROTOCOL_VERSION,
+        })
+    }
+
+    /// Takes in an authenticated agent's batch and answers with a signed receipt, given only
+    /// once the batch is durably stored.
+    pub async fn ingest(
+        &self,
+        agent: AgentRecord,
+        batch: BatchRequest,
+    ) -> Result<Signed<Receipt>, IngestError> {
+        let metrics = &self.inner.metrics;
+        metrics.batch_received(batch.envelopes.len());
+        let now = self.now_ms();
+        let contact = Contact::with_heartbeat(now, &batch.heartbeat);
+        let id = agent.id.clone();
+        let verified = match self.verify(&agent, batch.envelopes).await {
+            Ok(v) => v,
+            Err(e) => {
+                metrics.batch_refused();
+                self.note(id, contact).await;
+                return Err(e);
+            }
+        };
+        let applied = self
+            .db()
+            .write(move |w| ingest::apply(w, &verified, &contact))
+            .await;
+        match applied {
+            Ok(Applied::Stored {
+                acked_seq,
+                head_hash,
+                outcomes,
+                appended,
+            }) => {
+                metrics.envelopes_stored(appended);
+                self.sign(&Receipt {
+                    agent_id: id,
+                    acked_seq,
+                    head_hash,
+                    outcomes,
+                    hub_time_ms: now,
+                })
+            }
+            Ok(Applied::Refused(e)) => {
+                metrics.batch_refused();
+                if matches!(e, IngestError::Equivocation { .. }) {
+                    metrics.equivocation();
+                }
+                Err(e)
+            }
+            Err(e) => {
+                metrics.batch_refused();
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn verify(
+        &self,
+        agent: &AgentRecord,
+        envelopes: Vec<Envelope>,
+    ) -> Result<VerifiedBatch, IngestError> {
+        ingest::check_state(agent.state)?;
+        let key = agent.public_key;
+        let id = agent.id.clone();
+        if envelopes.is_empty() {
+            return ingest::verify(&key, &id, envelopes);
+        }
+        tokio::task::spawn_blocking(move || ingest::verify(&key, &id, envelopes))
+            .await
+            .map_err(|e| IngestError::Internal(format!("signature check failed: {e}")))?
+    }
+
+    /// Notes that an authenticated agent made contact, when its request went no further.
+    pub async fn note_contact(&self, agent: &AgentId) {
+        self.note(agent.clone(), Contact::bare(self.now_ms())).await;
+    }
+
+    async fn note(&self, agent: AgentId, contact: Contact) {
+        let res: Result<(), StoreError> = self
+            .db()
+            .write(move |w| ingest::note_contact(w, &agent, &contact))
+            .await;
+        if let Err(e) = res {
+            // The request already failed for its own reason, which the caller reports.
+            tracing::warn!(error = %e, "cannot note the agent's contact");
+        }
+    }
+
+    /// What the hub holds of the agent's chain, signed. Quarantined agents may ask (so they
+    /// can show why they are stuck); revoked ones may not.
+    pub async fn watermark(&self, agent: AgentRecord) -> Result<Signed<Watermark>, IngestError> {
+        let now = self.now_ms();
+        let id = agent.id;
+        let fresh = self
+            .db()
+            .write(move |w| {
+                w.record_contact(&id, now, None)?;
+                w.agent(&id)
+            })
+            .await?
+            .ok_or(IngestError::UnknownAgent)?;
+        if fresh.state == AgentState::Revoked {
+            return Err(IngestError::AgentRevoked);
+        }
+        self.sign(&Watermark {
+            agent_id: fresh.id,
+            acked_seq: fresh.acked_seq,
+            head_hash: fresh.head_hash,
+            state: fresh.state,
+            hub_time_ms: now,
+        })
+    }
+
+    // ---- read API -----------------------------------------------------------------------
+
+    /// The role of the API key in an `Authorization` header value.
+    pub async fn check_api_key(&self, authorization: Option<&str>) -> Result<Role, AccessError> {
+        let hash = auth::bearer_key_hash(authorization)?;
+        let key = self.db().read(move |r| r.api_key(&hash)).await?;
+        match key {
+            Some(k) if k.revoked_at_ms.is_none() => Ok(k.role),
+            _ => Err(AuthError::Unauthorized.into()),
+        }
+    }
+
+    /// Every agent, ordered by county, then agent id.
+    pub async fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        let agents = self.db().read(|r| r.agents()).await?;
+        Ok(agents.iter().map(admin::agent_row).collect())
+    }
+
+    pub async fn envelope(
+        &self,
+        agent: AgentId,
+        seq: u64,
+    ) -> Result<Option<StoredEnvelope>, StoreError> {
+        self.db().read(move |r| r.envelope(&agent, seq)).await
+    }
+
+    /// Succeeds when the database answers a trivial query.
+    pub async fn check_health(&self) -> Result<(), StoreError> {
+        self.db().read(|r| r.ping()).await
+    }
+
+    /// The Prometheus exposition text.
+    pub async fn metrics_text(&self) -> Result<String, StoreError> {
+        let counts = self.db().read(|r| r.agent_state_counts()).await?;
+        Ok(self.inner.metrics.render(&counts))
+    }
+
+    // ---- admin, in process (the demo) ---------------------------------------------------
+
+    pub async fn add_county(
+        &self,
+        code: CountyCode,
+        name: String,
+    ) -> Result<CountyAdded, AdminError> {
+        let now = self.now_ms();
+        self.db()
+            .write(move |w| admin::add_county(w, now, LOCAL_ACTOR, &code, &name))
+            .await
+    }
+
+    pub async fn issue_token(
+        &self,
+        county: CountyCode,
+        ttl_hours: u32,
+    ) -> Result<IssuedToken, AdminError> {
+        let now = self.now_ms();
+        let rng = self.inner.rng.clone();
+        self.db()
+            .write(move |w| admin::issue_token(w, now, LOCAL_ACTOR, &rng, &county, ttl_hours))
+            .await
+    }
+
+    pub async fn create_api_key(&self, role: Role) -> Result<Secret, AdminError> {
+        let now = self.now_ms();
+        let rng = self.inner.rng.clone();
+        self.db()
+            .write(move |w| admin::create_api_key(w, now, LOCAL_ACTOR, &rng, role))
+            .await
+    }
+}

@@ -1,0 +1,913 @@
+//! Taking in a batch of envelopes from one agent: the hub's core decision, free of HTTP.
+//!
+//! Three steps, cheapest first: [`check_shape`] (size, agent field, consecutive seqs) needs
+//! nothing; [`verify`] checks every signature and hashes every envelope (CPU heavy: run it
+//! off the async threads and outside the writer); [`apply`] runs inside one write transaction,
+//! re-reads the agent's chain and either appends the new envelopes, acknowledges a resend,
+//! refuses the batch, or — when the agent has provably signed two histories — quarantines it.
+//!
+//! Invariants: a batch is stored whole or not at all; an envelope at a seq the hub holds is
+//! never replaced; `acked_seq` only grows, and envelopes `1..=acked_seq` form one chain from
+//! genesis to `head_hash`. Every well-formed record is `accepted` for now (rules come later);
+//! a body that is not a well-formed record is still kept — it is signed and part of the chain
+//! — as `rejected` with [`MALFORMED_RECORD`].
+
+use serde::Serialize;
+use tongbu_shared::crypto::{Digest, PublicKey};
+use tongbu_shared::envelope::Envelope;
+use tongbu_shared::ids::AgentId;
+use tongbu_shared::protocol::{AgentState, Heartbeat, MAX_BATCH_ENVELOPES, Outcome, RecordOutcome};
+use tongbu_shared::record::Record;
+
+use crate::store::{
+    AgentRecord, Alert, AlertKind, Equivocation, HeartbeatUpdate, NewEnvelope, StoreError,
+    StoredEnvelope, StoredVerdict, Writes,
+};
+
+/// The rule code of a body that is not a well-formed v1 record.
+pub const MALFORMED_RECORD: &str = "MALFORMED_RECORD";
+/// Longest agent version the hub keeps, in characters (longer ones are cut).
+const MAX_VERSION_CHARS: usize = 64;
+/// Longest `last_error` the hub keeps, in characters (longer ones are cut).
+const MAX_LAST_ERROR_CHARS: usize = 1000;
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the batch has {count} envelopes, more than {MAX_BATCH_ENVELOPES}")]
+    BatchTooLarge { count: usize },
+    #[error("seq {seq}: the envelope names agent {found}, not the agent sending it")]
+    WrongAgent { seq: u64, found: String },
+    #[error("seq {seq} is out of range: seqs run from 1 to 2^63-1")]
+    SeqOutOfRange { seq: u64 },
+    #[error("the envelopes are not consecutive: seq {found} follows seq {after}")]
+    NotConsecutive { after: u64, found: u64 },
+    #[error("seq {seq}: the envelope's signature does not verify with the agent's key")]
+    BadSignature { seq: u64 },
+    #[error(
+        "the batch starts at seq {first} but the hub holds seqs up to {acked_seq}: \
+         resend from seq {}", acked_seq + 1
+    )]
+    ChainGap { acked_seq: u64, first: u64 },
+    #[error(
+        "seq {seq}: the agent signed an envelope that contradicts the chain the hub holds; \
+         the agent is quarantined"
+    )]
+    Equivocation { seq: u64 },
+    #[error("the agent is quarantined: an administrator must look into it")]
+    AgentQuarantined,
+    #[error("the agent's enrollment was revoked")]
+    AgentRevoked,
+    #[error("no such agent is enrolled")]
+    UnknownAgent,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A failure inside the hub (a task died, a reply could not be signed).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What an authenticated request tells the hub about the agent, to note in any case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub at_ms: i64,
+    pub heartbeat: Option<HeartbeatUpdate>,
+}
+
+impl Contact {
+    /// A contact carrying the agent's heartbeat; over-long text is cut, never refused, so a
+    /// chatty error message can never keep records from syncing.
+    pub fn with_heartbeat(at_ms: i64, hb: &Heartbeat) -> Contact {
+        Contact {
+            at_ms,
+            heartbeat: Some(HeartbeatUpdate {
+                reported_head_seq: hb.head_seq,
+                queue_depth: hb.queue_depth,
+                agent_version: clip(&hb.agent_version, MAX_VERSION_CHARS),
+                last_error: hb
+                    .last_error
+                    .as_deref()
+                    .map(|e| clip(e, MAX_LAST_ERROR_CHARS)),
+            }),
+        }
+    }
+
+    pub fn bare(at_ms: i64) -> Contact {
+        Contact {
+            at_ms,
+            heartbeat: None,
+        }
+    }
+}
+
+/// At most `max` characters of `s`.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Refuses batches from agents that may not send any.
+pub fn check_state(state: AgentState) -> Result<(), IngestError> {
+    match state {
+        AgentState::Active => Ok(()),
+        AgentState::Quarantined => Err(IngestError::AgentQuarantined),
+        AgentState::Revoked => Err(IngestError::AgentRevoked),
+    }
+}
+
+/// Stateless checks: batch size, every envelope from `agent`, seqs in range and consecutive.
+pub fn check_shape(agent: &AgentId, envelopes: &[Envelope]) -> Result<(), IngestError> {
+    if envelopes.len() > MAX_BATCH_ENVELOPES {
+        return Err(IngestError::BatchTooLarge {
+            count: envelopes.len(),
+        });
+    }
+    let mut after: Option<u64> = None;
+    for e in envelopes {
+        if &e.agent != agent {
+            return Err(IngestError::WrongAgent {
+                seq: e.seq,
+                found: e.agent.to_string(),
+            });
+        }
+        if e.seq == 0 || i64::try_from(e.seq).is_err() {
+            return Err(IngestError::SeqOutOfRange { seq: e.seq });
+        }
+        if let Some(after) = after
+            && after.checked_add(1) != Some(e.seq)
+        {
+            return Err(IngestError::NotConsecutive {
+                after,
+                found: e.seq,
+            });
+        }
+        after = Some(e.seq);
+    }
+    Ok(())
+}
+
+/// An envelope whose signature verified, with its chain hash and the hub's verdict on its
+/// body. Only [`verify`] makes these.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    envelope: Envelope,
+    hash: Digest,
+    outcome: Outcome,
+    codes: Vec<String>,
+}
+
+impl Verified {
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    pub fn hash(&self) -> Digest {
+        self.hash
+    }
+}
+
+/// A batch that passed [`check_shape`] and [`verify`]: consecutive envelopes of one agent,
+/// each validly signed by that agent's key.
+#[derive(Debug, Clone)]
+pub struct VerifiedBatch {
+    agent: AgentId,
+    envelopes: Vec<Verified>,
+}
+
+impl VerifiedBatch {
+    pub fn agent(&self) -> &AgentId {
+        &self.agent
+    }
+
+    pub fn envelopes(&self) -> &[Verified] {
+        &self.envelopes
+    }
+}
+
+/// Checks the batch's shape and every signature, hashes every envelope and judges every body.
+/// CPU heavy: call it from `spawn_blocking`.
+pub fn verify(
+    key: &PublicKey,
+    agent: &AgentId,
+    envelopes: Vec<Envelope>,
+) -> Result<VerifiedBatch, IngestError> {
+    check_shape(agent, &envelopes)?;
+    let envelopes = envelopes
+        .into_iter()
+        .map(|envelope| {
+            envelope
+                .verify(key)
+                .map_err(|_| IngestError::BadSignature { seq: envelope.seq })?;
+            let hash = envelope.hash();
+            let (outcome, codes) = match Record::parse(&envelope.body) {
+                Ok(_) => (Outcome::Accepted, Vec::new()),
+                Err(_) => (Outcome::Rejected, vec![MALFORMED_RECORD.to_owned()]),
+            };
+            Ok(Verified {
+                envelope,
+                hash,
+                outcome,
+                codes,
+            })
+        })
+        .collect::<Result<Vec<_>, IngestError>>()?;
+    Ok(VerifiedBatch {
+        agent: agent.clone(),
+        envelopes,
+    })
+}
+
+/// The agent's chain as the hub holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainState {
+    pub state: AgentState,
+    pub acked_seq: u64,
+    pub head_hash: Digest,
+}
+
+impl ChainState {
+    pub fn of(agent: &AgentRecord) -> ChainState {
+        ChainState {
+            state: agent.state,
+            acked_seq: agent.acked_seq,
+            head_hash: agent.head_hash,
+        }
+    }
+}
+
+/// How a batch contradicts the chain the hub holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// `batch[index]` differs from the envelope the hub holds at the same seq.
+    DifferentEnvelope { index: usize },
+    /// `batch[index]`'s `prev` is not the hash of the envelope before it.
+    PrevMismatch { index: usize, expected: Digest },
+}
+
+/// What to do with a batch.
+#[derive(Debug)]
+pub enum Decision {
+    /// Store nothing of it and answer with this error.
+    Refuse(IngestError),
+    /// The agent signed two histories: quarantine it and keep the evidence.
+    Equivocate(Conflict),
+    /// Acknowledge the resent envelopes and append `batch[new_from..]`.
+    Append {
+        outcomes: Vec<RecordOutcome>,
+        new_from: usize,
+        acked_seq: u64,
+        head_hash: Digest,
+    },
+}
+
+/// Decides what to do with `batch` given the agent's chain and `held`, the stored verdicts of
+/// the batch's envelopes at seqs the hub already holds (in seq order).
+pub fn decide(
+    chain: &ChainState,
+    held: &[StoredVerdict],
+    batch: &[Verified],
+) -> Result<Decision, StoreError> {
+    if let Err(e) = check_state(chain.state) {
+        return Ok(Decision::Refuse(e));
+    }
+    let new_from = batch
+        .iter()
+        .position(|v| v.envelope.seq > chain.acked_seq)
+        .unwrap_or(batch.len());
+    if held.len() != new_from {
+        return Err(StoreError::Corrupt(format!(
+            "the hub holds {} of the {} envelopes at or below its watermark",
+            held.len(),
+            new_from
+        )));
+    }
+
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (index, (v, h)) in batch.iter().zip(held).enumerate() {
+        if h.seq != v.envelope.seq {
+            return Err(StoreError::Corrupt(format!(
+                "looked for seq {}, found seq {}",
+                v.envelope.seq, h.seq
+            )));
+        }
+        if h.hash != v.hash {
+            return Ok(Decision::Equivocate(Conflict::DifferentEnvelope { index }));
+        }
+        outcomes.push(RecordOutcome {
+            seq: h.seq,
+            outcome: h.outcome,
+            codes: h.codes.clone(),
+            duplicate: true,
+        });
+    }
+
+    let mut acked_seq = chain.acked_seq;
+    let mut head_hash = chain.head_hash;
+    if let Some(first) = batch.get(new_from)
+        && first.envelope.seq != chain.acked_seq + 1
+    {
+        return Ok(Decision::Refuse(IngestError::ChainGap {
+            acked_seq: chain.acked_seq,
+            first: first.envelope.seq,
+        }));
+    }
+    for (index, v) in batch.iter().enumerate().skip(new_from) {
+        if v.envelope.prev != head_hash {
+            return Ok(Decision::Equivocate(Conflict::PrevMismatch {
+                index,
+                expected: head_hash,
+            }));
+        }
+        acked_seq = v.envelope.seq;
+        head_hash = v.hash;
+        outcomes.push(RecordOutcome {
+            seq: v.envelope.seq,
+            outcome: v.outcome,
+            codes: v.codes.clone(),
+            duplicate: false,
+        });
+    }
+    Ok(Decision::Append {
+        outcomes,
+        new_from,
+        acked_seq,
+        head_hash,
+    })
+}
+
+/// The result of applying a batch: what the receipt says, or why it was refused.
+#[derive(Debug)]
+pub enum Applied {
+    Stored {
+        acked_seq: u64,
+        head_hash: Digest,
+        outcomes: Vec<RecordOutcome>,
+        /// How many envelopes were new.
+        appended: usize,
+    },
+    Refused(IngestError),
+}
+
+/// Applies a verified batch inside the caller's write transaction. The contact (last seen,
+/// heartbeat) is noted whatever the decision; a refusal is returned as `Ok(Refused)` so the
+/// caller commits that note — and, for equivocation, the quarantine and its evidence.
+pub fn apply(
+    w: &mut dyn Writes,
+    batch: &VerifiedBatch,
+    contact: &Contact,
+) -> Result<Applied, StoreError> {
+    let id = &batch.agent;
+    let Some(agent) = w.agent(id)? else {
+        return Ok(Applied::Refused(IngestError::UnknownAgent));
+    };
+    w.record_contact(id, contact.at_ms, contact.heartbeat.as_ref())?;
+    let chain = ChainState::of(&agent);
+    let held = match (batch.envelopes.first(), batch.envelopes.last(), chain.state) {
+        (Some(first), Some(last), AgentState::Active) if first.envelope.seq <= chain.acked_seq => {
+            let to = last.envelope.seq.min(chain.acked_seq);
+            w.verdicts(id, first.envelope.seq, to)?
+        }
+        _ => Vec::new(),
+    };
+    match decide(&chain, &held, &batch.envelopes)? {
+        Decision::Refuse(e) => Ok(Applied::Refused(e)),
+        Decision::Equivocate(conflict) => {
+            let seq = quarantine(w, batch, conflict, contact.at_ms)?;
+            Ok(Applied::Refused(IngestError::Equivocation { seq }))
+        }
+        Decision::Append {
+            outcomes,
+            new_from,
+            acked_seq,
+            head_hash,
+        } => {
+            let new: Vec<NewEnvelope<'_>> = batch.envelopes[new_from..]
+                .iter()
+                .map(|v| NewEnvelope {
+                    envelope: &v.envelope,
+                    hash: v.hash,
+                    outcome: v.outcome,
+                    codes: &v.codes,
+                })
+                .collect();
+            if !new.is_empty() {
+                w.insert_envelopes(contact.at_ms, &new)?;
+                w.set_chain_head(id, acked_seq, &head_hash)?;
+            }
+            Ok(Applied::Stored {
+                acked_seq,
+                head_hash,
+                outcomes,
+                appended: new.len(),
+            })
+        }
+    }
+}
+
+/// Notes an authenticated request whose batch never reached [`apply`].
+pub fn note_contact(
+    w: &mut dyn Writes,
+    agent: &AgentId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    w.record_contact(agent, contact.at_ms, contact.heartbeat.as_ref())
+}
+
+/// Quarantines the agent and keeps the proof; returns the seq at fault.
+fn quarantine(
+    w: &mut dyn Writes,
+    batch: &VerifiedBatch,
+    conflict: Conflict,
+    at_ms: i64,
+) -> Result<u64, StoreError> {
+    let id = &batch.agent;
+    let (seq, detail, evidence) = match conflict {
+        Conflict::DifferentEnvelope { index } => {
+            let received = &batch.envelopes[index].envelope;
+            let held = w
+                .envelope(id, received.seq)?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "seq {} is below the watermark but missing",
+                        received.seq
+                    ))
+                })?
+                .into_envelope();
+            (
+                received.seq,
+                format!(
+                    "agent {id} signed two different envelopes at seq {}",
+                    received.seq
+                ),
+                evidence_json(&Evidence {
+                    kind: "different_envelope",
+                    seq: received.seq,
+                    expected_prev: None,
+                    held: Some(&held),
+                    received,
+                })?,
+            )
+        }
+        Conflict::PrevMismatch { index, expected } => {
+            let received = &batch.envelopes[index].envelope;
+            let predecessor = match index.checked_sub(1) {
+                Some(i) => Some(batch.envelopes[i].envelope.clone()),
+                None if received.seq > 1 => w
+                    .envelope(id, received.seq - 1)?
+                    .map(StoredEnvelope::into_envelope),
+                None => None,
+            };
+            (
+                received.seq,
+                format!(
+                    "agent {id} signed seq {} after a seq {} other than the one the hub holds \
+                     (prev {}, expected {expected})",
+                    received.seq,
+                    received.seq.saturating_sub(1),
+                    received.prev
+                ),
+                evidence_json(&Evidence {
+                    kind: "prev_mismatch",
+                    seq: received.seq,
+                    expected_prev: Some(expected),
+                    held: predecessor.as_ref(),
+                    received,
+                })?,
+            )
+        }
+    };
+    w.set_agent_state(id, AgentState::Quarantined)?;
+    w.insert_alert(&Alert {
+        agent: id.clone(),
+        kind: AlertKind::Equivocation,
+        seq: Some(seq),
+        detail,
+        at_ms,
+    })?;
+    w.insert_equivocation(&Equivocation {
+        agent: id.clone(),
+        seq,
+        evidence,
+        at_ms,
+    })?;
+    tracing::warn!(agent = %id, seq, "equivocation: agent quarantined");
+    Ok(seq)
+}
+
+/// Proof of equivocation as stored: both envelopes in their exact wire form (their bodies are
+/// the signed bytes, so anyone can re-verify the signatures from this record alone).
+#[derive(Serialize)]
+struct Evidence<'a> {
+    kind: &'static str,
+    seq: u64,
+    /// For `prev_mismatch`: the hash of the envelope the received one should have followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_prev: Option<Digest>,
+    /// The envelope the hub holds at `seq` (`different_envelope`) or at `seq - 1`
+    /// (`prev_mismatch`; absent at seq 1).
+    held: Option<&'a Envelope>,
+    received: &'a Envelope,
+}
+
+fn evidence_json(evidence: &Evidence<'_>) -> Result<String, StoreError> {
+    // Serialized directly, never through `serde_json::Value`, which would reorder the keys of
+    // the bodies and so break their signatures.
+    serde_json::to_string(evidence)
+        .map_err(|e| StoreError::Backend(format!("cannot encode the evidence: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{County, NewAgent, SqliteStore, Store, read, write};
+    use tongbu_shared::{CountyCode, KeyPair};
+
+    const NOW: i64 = 1_795_762_113_000;
+
+    /// The evidence as stored, read back with the bodies' exact bytes.
+    #[derive(serde::Deserialize)]
+    struct StoredEvidence {
+        kind: String,
+        expected_prev: Option<Digest>,
+        held: Option<Envelope>,
+        received: Envelope,
+    }
+
+    fn agent_id() -> AgentId {
+        AgentId::parse("430112-0000000a").unwrap()
+    }
+
+    fn key() -> KeyPair {
+        KeyPair::from_seed(&[7; 32]).unwrap()
+    }
+
+    fn body(n: u64) -> Vec<u8> {
+        format!(
+            r#"{{"kind":"payment","id":"P-{n}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{n}"}}"#
+        )
+        .into_bytes()
+    }
+
+    /// A chain of `n` envelopes signed by `key`, from genesis.
+    fn chain(key: &KeyPair, n: u64) -> Vec<Envelope> {
+        let mut prev = Digest::GENESIS;
+        (1..=n)
+            .map(|seq| {
+                let e = Envelope::sign(key, agent_id(), seq, prev, body(seq));
+                prev = e.hash();
+                e
+            })
+            .collect()
+    }
+
+    fn heartbeat() -> Heartbeat {
+        Heartbeat {
+            head_seq: 9,
+            queue_depth: 3,
+            agent_version: "0.1.0".into(),
+            last_error: Some("network down".into()),
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: SqliteStore,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = SqliteStore::open(dir.path()).unwrap();
+            let code = CountyCode::parse("430112").unwrap();
+            write(&mut store, |w| {
+                w.insert_county(&County {
+                    code: code.clone(),
+                    name: "望城区".into(),
+                    created_at_ms: 0,
+                })?;
+                w.insert_agent(&NewAgent {
+                    id: agent_id(),
+                    county: code.clone(),
+                    public_key: key().public_key(),
+                    enrolled_at_ms: 0,
+                    agent_version: "0.1.0".into(),
+                    hostname: None,
+                })
+            })
+            .unwrap();
+            Fixture { _dir: dir, store }
+        }
+
+        fn send(&mut self, envelopes: Vec<Envelope>) -> Result<Applied, IngestError> {
+            let agent = read(&mut self.store, |r| r.agent(&agent_id()))?
+                .ok_or(IngestError::UnknownAgent)?;
+            let batch = verify(&agent.public_key, &agent_id(), envelopes)?;
+            let contact = Contact::with_heartbeat(NOW, &heartbeat());
+            Ok(write(&mut self.store, |w| apply(w, &batch, &contact))?)
+        }
+
+        fn agent(&mut self) -> AgentRecord {
+            read(&mut self.store, |r| r.agent(&agent_id()))
+                .unwrap()
+                .unwrap()
+        }
+
+        fn stored_seqs(&mut self) -> Vec<u64> {
+            read(&mut self.store, |r| r.verdicts(&agent_id(), 1, u64::MAX))
+                .unwrap()
+                .into_iter()
+                .map(|v| v.seq)
+                .collect()
+        }
+
+        fn set_state(&mut self, state: AgentState) {
+            let store: &mut dyn Store = &mut self.store;
+            write(store, |w| w.set_agent_state(&agent_id(), state)).unwrap();
+        }
+    }
+
+    fn stored(applied: Applied) -> (u64, Digest, Vec<RecordOutcome>) {
+        match applied {
+            Applied::Stored {
+                acked_seq,
+                head_hash,
+                outcomes,
+                ..
+            } => (acked_seq, head_hash, outcomes),
+            Applied::Refused(e) => panic!("refused: {e}"),
+        }
+    }
+
+    fn refused(applied: Applied) -> IngestError {
+        match applied {
+            Applied::Refused(e) => e,
+            Applied::Stored { .. } => panic!("stored"),
+        }
+    }
+
+    #[test]
+    fn a_fresh_chain_is_stored_and_acknowledged() {
+        let mut f = Fixture::new();
+        let c = chain(&key(), 3);
+        let (acked, head, outcomes) = stored(f.send(c.clone()).unwrap());
+        assert_eq!(acked, 3);
+        assert_eq!(head, c[2].hash());
+        assert_eq!(outcomes.len(), 3);
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| o.outcome == Outcome::Accepted && !o.duplicate && o.codes.is_empty())
+        );
+        let agent = f.agent();
+        assert_eq!((agent.acked_seq, agent.head_hash), (3, c[2].hash()));
+        assert_eq!(agent.reported_head_seq, 9);
+        assert_eq!(agent.queue_depth, 3);
+        assert_eq!(agent.last_error.as_deref(), Some("network down"));
+        assert_eq!(agent.last_seen_ms, Some(NOW));
+        let e = read(&mut f.store, |r| r.envelope(&agent_id(), 2))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.body, c[1].body);
+        assert_eq!(e.sig, c[1].sig);
+        assert_eq!(e.received_at_ms, NOW);
+    }
+
+    #[test]
+    fn a_chain_continues_across_batches() {
+        let mut f = Fixture::new();
+        let c = chain(&key(), 5);
+        stored(f.send(c[..2].to_vec()).unwrap());
+        let (acked, head, outcomes) = stored(f.send(c[2..].to_vec()).unwrap());
+        assert_eq!((acked, head), (5, c[4].hash()));
+        assert_eq!(
+            outcomes.iter().map(|o| o.seq).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        assert_eq!(f.stored_seqs(), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_resend_is_acknowledged_again_without_storing_twice() {
+        let mut f = Fixture::new();
+        let c = chain(&key(), 4);
+        stored(f.send(c[..3].to_vec()).unwrap());
+        // Overlapping resend: 2 and 3 are held, 4 is new.
+        let (acked, head, outcomes) = stored(f.send(c[1..].to_vec()).unwrap());
+        assert_eq!((acked, head), (4, c[3].hash()));
+        assert_eq!(
+            outcomes
+                .iter()
+                .map(|o| (o.seq, o.duplicate))
+                .collect::<Vec<_>>(),
+            [(2, true), (3, true), (4, false)]
+        );
+        // A pure resend changes nothing, whole or in part.
+        let (acked, _, outcomes) = stored(f.send(c.clone()).unwrap());
+        assert_eq!(acked, 4);
+        assert!(outcomes.iter().all(|o| o.duplicate));
+        let (acked, head, outcomes) = stored(f.send(c[..2].to_vec()).unwrap());
+        assert_eq!((acked, head), (4, c[3].hash()));
+        assert_eq!(
+            outcomes
+                .iter()
+                .map(|o| (o.seq, o.duplicate))
+                .collect::<Vec<_>>(),
+            [(1, true), (2, true)]
+        );
+        assert_eq!(f.stored_seqs(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_different_envelope_at_a_held_seq_quarantines_the_agent() {
+        let mut f = Fixture::new();
+        let k = key();
+        let c = chain(&k, 3);
+        stored(f.send(c.clone()).unwrap());
+        let forged = Envelope::sign(&k, agent_id(), 2, c[0].hash(), body(99));
+        let next = Envelope::sign(&k, agent_id(), 3, forged.hash(), body(100));
+        let fourth = Envelope::sign(&k, agent_id(), 4, next.hash(), body(101));
+        let err = refused(f.send(vec![forged, next, fourth]).unwrap());
+        assert!(matches!(err, IngestError::Equivocation { seq: 2 }), "{err}");
+        let agent = f.agent();
+        assert_eq!(agent.state, AgentState::Quarantined);
+        assert_eq!(agent.acked_seq, 3);
+        assert_eq!(f.stored_seqs(), [1, 2, 3]);
+        let alerts = read(&mut f.store, |r| r.alerts(&agent_id())).unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].seq, Some(2));
+        let evidence = read(&mut f.store, |r| r.equivocations(&agent_id())).unwrap();
+        assert_eq!(evidence.len(), 1);
+        let v: StoredEvidence = serde_json::from_str(&evidence[0].evidence).unwrap();
+        assert_eq!(v.kind, "different_envelope");
+        assert_eq!(v.held, Some(c[1].clone()));
+        assert!(v.received.verify(&k.public_key()).is_ok());
+        assert_ne!(v.received, c[1]);
+        // And from then on the agent is refused.
+        let err = refused(f.send(vec![]).unwrap());
+        assert!(matches!(err, IngestError::AgentQuarantined));
+    }
+
+    #[test]
+    fn a_prev_that_forks_from_the_head_is_equivocation() {
+        let mut f = Fixture::new();
+        let k = key();
+        let c = chain(&k, 2);
+        stored(f.send(c.clone()).unwrap());
+        let fork = Envelope::sign(&k, agent_id(), 3, Digest::of(&[b"elsewhere"]), body(3));
+        let err = refused(f.send(vec![fork]).unwrap());
+        assert!(matches!(err, IngestError::Equivocation { seq: 3 }), "{err}");
+        assert_eq!(f.agent().state, AgentState::Quarantined);
+        assert_eq!(f.stored_seqs(), [1, 2]);
+        let evidence = read(&mut f.store, |r| r.equivocations(&agent_id())).unwrap();
+        let v: StoredEvidence = serde_json::from_str(&evidence[0].evidence).unwrap();
+        assert_eq!(v.kind, "prev_mismatch");
+        assert_eq!(v.expected_prev, Some(c[1].hash()));
+        assert_eq!(v.held, Some(c[1].clone()));
+    }
+
+    #[test]
+    fn a_fork_inside_one_batch_is_equivocation_and_stores_nothing() {
+        let mut f = Fixture::new();
+        let k = key();
+        let c = chain(&k, 2);
+        let bad = Envelope::sign(&k, agent_id(), 3, Digest::of(&[b"x"]), body(3));
+        let err = refused(f.send(vec![c[0].clone(), c[1].clone(), bad]).unwrap());
+        assert!(matches!(err, IngestError::Equivocation { seq: 3 }));
+        assert_eq!(f.stored_seqs(), Vec::<u64>::new());
+        assert_eq!(f.agent().acked_seq, 0);
+    }
+
+    #[test]
+    fn a_gap_is_refused_with_the_watermark() {
+        let mut f = Fixture::new();
+        let c = chain(&key(), 5);
+        stored(f.send(c[..2].to_vec()).unwrap());
+        let err = refused(f.send(c[3..].to_vec()).unwrap());
+        assert!(
+            matches!(
+                err,
+                IngestError::ChainGap {
+                    acked_seq: 2,
+                    first: 4
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(f.stored_seqs(), [1, 2]);
+        assert_eq!(f.agent().state, AgentState::Active);
+    }
+
+    #[test]
+    fn a_bad_signature_stores_nothing() {
+        let mut f = Fixture::new();
+        let mut c = chain(&key(), 3);
+        c[1].body = body(42);
+        let err = f.send(c).unwrap_err();
+        assert!(matches!(err, IngestError::BadSignature { seq: 2 }), "{err}");
+        assert_eq!(f.stored_seqs(), Vec::<u64>::new());
+        let other = KeyPair::from_seed(&[8; 32]).unwrap();
+        let err = f.send(chain(&other, 1)).unwrap_err();
+        assert!(matches!(err, IngestError::BadSignature { seq: 1 }));
+        assert_eq!(f.agent().acked_seq, 0);
+    }
+
+    #[test]
+    fn shape_errors_are_caught_before_signatures() {
+        let c = chain(&key(), 3);
+        let mut skipping = c.clone();
+        skipping.remove(1);
+        assert!(matches!(
+            check_shape(&agent_id(), &skipping),
+            Err(IngestError::NotConsecutive { after: 1, found: 3 })
+        ));
+        let other = AgentId::parse("430112-0000000b").unwrap();
+        assert!(matches!(
+            check_shape(&other, &c),
+            Err(IngestError::WrongAgent { seq: 1, .. })
+        ));
+        let too_many = vec![c[0].clone(); MAX_BATCH_ENVELOPES + 1];
+        assert!(matches!(
+            check_shape(&agent_id(), &too_many),
+            Err(IngestError::BatchTooLarge { .. })
+        ));
+        let zero = Envelope::sign(&key(), agent_id(), 0, Digest::GENESIS, body(0));
+        assert!(matches!(
+            check_shape(&agent_id(), &[zero]),
+            Err(IngestError::SeqOutOfRange { seq: 0 })
+        ));
+    }
+
+    #[test]
+    fn an_empty_batch_is_a_heartbeat() {
+        let mut f = Fixture::new();
+        let (acked, head, outcomes) = stored(f.send(vec![]).unwrap());
+        assert_eq!((acked, head), (0, Digest::GENESIS));
+        assert!(outcomes.is_empty());
+        let agent = f.agent();
+        assert_eq!(agent.reported_head_seq, 9);
+        assert_eq!(agent.agent_version.as_deref(), Some("0.1.0"));
+        assert_eq!(agent.last_seen_ms, Some(NOW));
+    }
+
+    #[test]
+    fn quarantined_and_revoked_agents_are_refused_but_seen() {
+        let mut f = Fixture::new();
+        let c = chain(&key(), 1);
+        f.set_state(AgentState::Revoked);
+        assert!(matches!(
+            refused(f.send(c.clone()).unwrap()),
+            IngestError::AgentRevoked
+        ));
+        f.set_state(AgentState::Quarantined);
+        assert!(matches!(
+            refused(f.send(c).unwrap()),
+            IngestError::AgentQuarantined
+        ));
+        assert_eq!(f.stored_seqs(), Vec::<u64>::new());
+        assert_eq!(f.agent().last_seen_ms, Some(NOW));
+    }
+
+    #[test]
+    fn a_malformed_body_is_kept_as_rejected() {
+        let mut f = Fixture::new();
+        let e = Envelope::sign(
+            &key(),
+            agent_id(),
+            1,
+            Digest::GENESIS,
+            br#"{"kind":"gift"}"#.to_vec(),
+        );
+        let (_, _, outcomes) = stored(f.send(vec![e]).unwrap());
+        assert_eq!(outcomes[0].outcome, Outcome::Rejected);
+        assert_eq!(outcomes[0].codes, [MALFORMED_RECORD]);
+        let held = read(&mut f.store, |r| r.envelope(&agent_id(), 1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.outcome, Outcome::Rejected);
+        assert_eq!(held.codes, [MALFORMED_RECORD]);
+        // A resend reports the stored verdict.
+        let e = Envelope::sign(
+            &key(),
+            agent_id(),
+            1,
+            Digest::GENESIS,
+            br#"{"kind":"gift"}"#.to_vec(),
+        );
+        let (_, _, outcomes) = stored(f.send(vec![e]).unwrap());
+        assert!(outcomes[0].duplicate);
+        assert_eq!(outcomes[0].outcome, Outcome::Rejected);
+    }
+
+    #[test]
+    fn long_heartbeat_text_is_cut_not_refused() {
+        let hb = Heartbeat {
+            head_seq: 1,
+            queue_depth: 0,
+            agent_version: "v".repeat(500),
+            last_error: Some("错".repeat(5000)),
+        };
+        let c = Contact::with_heartbeat(0, &hb);
+        let hb = c.heartbeat.unwrap();
+        assert_eq!(hb.agent_version.chars().count(), MAX_VERSION_CHARS);
+        assert_eq!(hb.last_error.unwrap().chars().count(), MAX_LAST_ERROR_CHARS);
+    }
+}
