@@ -161,13 +161,30 @@ mod tests {
         let bad = B.replace("\"amount_fen\":700", "\"amount_fen\":0");
         let input = format!("{A}\n{A}\n{bad}\n");
         let e = parse_submission(input.as_bytes()).unwrap_err();
-        assert!(matches!(&e, InputError::Record { index: 3, line: 3, .. }), "{e:?}");
-        assert!(e.to_string().starts_with("record 3 (line 3): field `amount_fen`"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                InputError::Record {
+                    index: 3,
+                    line: 3,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("record 3 (line 3): field `amount_fen`"),
+            "{e}"
+        );
 
         let e = parse_submission(format!("{A}\n{{\"kind\":").as_bytes()).unwrap_err();
         assert!(matches!(e, InputError::Syntax { line: 2, .. }), "{e:?}");
         assert_eq!(parse_submission(b"  \n").unwrap_err(), InputError::Empty);
         assert_eq!(parse_submission(b"[]").unwrap_err(), InputError::Empty);
-        assert!(matches!(parse_submission(b"[1]").unwrap_err(), InputError::Record { index: 1, .. }));
+        assert!(matches!(
+            parse_submission(b"[1]").unwrap_err(),
+            InputError::Record { index: 1, .. }
+        ));
     }
 }

@@ -640,10 +640,23 @@ mod tests {
         assert_eq!(b.amount(), Some(Fen::parse_amount(120_000_000).unwrap()));
         let c = Record::parse(CONTRACT.as_bytes()).unwrap();
         assert_eq!(c.catalogue_code().map(Code::as_str), Some("A0501"));
-        assert!(matches!(c.body, Some(Body::Contract(Contract { method: Method::PublicTender, .. }))));
+        assert!(matches!(
+            c.body,
+            Some(Body::Contract(Contract {
+                method: Method::PublicTender,
+                ..
+            }))
+        ));
         assert!(Record::parse(PAYMENT.as_bytes()).is_ok());
         let e = Record::parse(EVALUATION.as_bytes()).unwrap();
-        assert!(matches!(e.body, Some(Body::Evaluation(Evaluation { score: 92, grade: Grade::Excellent, .. }))));
+        assert!(matches!(
+            e.body,
+            Some(Body::Evaluation(Evaluation {
+                score: 92,
+                grade: Grade::Excellent,
+                ..
+            }))
+        ));
     }
 
     #[test]
@@ -739,7 +752,8 @@ mod tests {
         let partial = r#"{"kind":"contract","id":"C-001","rev":2,"county":"430112","cancelled":true,"amount_fen":5}"#;
         assert!(err(partial).problem.contains("cancellation carries"));
 
-        let first = r#"{"kind":"contract","id":"C-001","rev":1,"county":"430112","cancelled":true}"#;
+        let first =
+            r#"{"kind":"contract","id":"C-001","rev":1,"county":"430112","cancelled":true}"#;
         assert_eq!(err(first).field.as_deref(), Some("cancelled"));
     }
 

@@ -15,13 +15,22 @@ const SERVICES: &[(&str, &str, &str)] = &[
     ("A0502", "社区日间照料服务", "福寿社区照料服务有限公司"),
     ("A0601", "残疾儿童康复训练服务", "启明残疾儿童康复中心"),
     ("A0701", "社会工作服务(禾计划)", "同心社会工作服务中心"),
-    ("A0302", "基本医疗公共保险经办服务", "人寿保险股份有限公司分公司"),
+    (
+        "A0302",
+        "基本医疗公共保险经办服务",
+        "人寿保险股份有限公司分公司",
+    ),
     ("A0801", "就业创业培训服务", "职业技能培训学校"),
     ("B0201", "社区治理与网格化服务", "和美社区发展服务中心"),
 ];
 
-const METHODS: &[&str] =
-    &["public_tender", "competitive_consultation", "competitive_negotiation", "inquiry", "framework_agreement"];
+const METHODS: &[&str] = &[
+    "public_tender",
+    "competitive_consultation",
+    "competitive_negotiation",
+    "inquiry",
+    "framework_agreement",
+];
 const DEPARTMENTS: &[&str] = &["101001", "102003", "105002", "108001"];
 const USCC_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 
@@ -38,7 +47,14 @@ pub struct CountySim {
 
 impl CountySim {
     pub fn new(county: CountyCode, seed: u64, year: i32) -> CountySim {
-        CountySim { county, rng: seed ^ 0x9E37_79B9_7F4A_7C15, project: 0, series: seed % 1000, year, pending: Vec::new() }
+        CountySim {
+            county,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            project: 0,
+            series: seed % 1000,
+            year,
+            pending: Vec::new(),
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -134,7 +150,13 @@ impl CountySim {
                 }));
             }
             let score = 70 + self.below(30);
-            let grade = if score >= 90 { "excellent" } else if score >= 80 { "good" } else { "fair" };
+            let grade = if score >= 90 {
+                "excellent"
+            } else if score >= 80 {
+                "good"
+            } else {
+                "fair"
+            };
             self.pending.push(json!({
                 "kind": "evaluation", "id": format!("E-{c}-{year}-{p}-{k}"), "rev": 1,
                 "county": c, "contract_id": cid, "evaluator": "第三方绩效评价机构",
@@ -170,7 +192,9 @@ mod tests {
                     contracts.insert(r.header.id.to_string(), c.amount.get());
                 }
                 Some(Body::Payment(p)) => {
-                    *payments_by_contract.entry(p.contract_id.to_string()).or_default() += p.amount.get();
+                    *payments_by_contract
+                        .entry(p.contract_id.to_string())
+                        .or_default() += p.amount.get();
                 }
                 _ => {}
             }

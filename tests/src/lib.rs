@@ -26,21 +26,44 @@ pub struct Bins {
     pub agent: PathBuf,
 }
 
-/// Builds both binaries (debug profile, the same as the tests) and returns their paths.
+/// Builds both binaries once per test process and returns their paths.
+///
+/// They are built into a target directory of their own (`target/e2e`): a test run unifies
+/// features across the whole workspace, dev-dependencies included, so building the binaries
+/// into the shared directory with a different feature set would relink them on every run.
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        let target = target.join("e2e");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&workspace)
-            .args(["build", "--quiet", "-p", "tongbu-hub", "-p", "tongbu-agent", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "tongbu-hub",
+                "-p",
+                "tongbu-agent",
+                "--bins",
+                "--target-dir",
+            ])
+            .arg(&target)
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
         let dir = target.join("debug");
-        Bins { hub: dir.join("tongbu-hub"), agent: dir.join("tongbu-agent") }
+        Bins {
+            hub: dir.join("tongbu-hub"),
+            agent: dir.join("tongbu-agent"),
+        }
     })
 }
 
@@ -71,8 +94,13 @@ pub struct Running {
 
 impl Running {
     fn spawn(mut cmd: Command, log: PathBuf, ready_prefix: &'static str) -> Result<Running> {
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        cmd.stdout(Stdio::piped()).stderr(log_file).stdin(Stdio::null());
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        cmd.stdout(Stdio::piped())
+            .stderr(log_file)
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().context("spawn")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let (tx, rx) = mpsc::channel();
@@ -91,7 +119,10 @@ impl Running {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("no {ready_prefix:?} line; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+                bail!(
+                    "no {ready_prefix:?} line; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
             }
         }
     }
@@ -108,12 +139,16 @@ impl Running {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
     pub fn terminate(mut self) -> Result<bool> {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }
         let child = &mut self.child;
-        let exit = wait_for("process to exit after SIGTERM", || child.try_wait().ok().flatten())?;
+        let exit = wait_for("process to exit after SIGTERM", || {
+            child.try_wait().ok().flatten()
+        })?;
         Ok(exit.success())
     }
 
@@ -132,10 +167,18 @@ impl Drop for Running {
 fn run_output(mut cmd: Command, stdin: Option<&[u8]>) -> Result<Output> {
     use std::io::Write;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = cmd.spawn()?;
     if let Some(input) = stdin {
-        child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?.write_all(input)?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("no stdin"))?
+            .write_all(input)?;
     }
     Ok(child.wait_with_output()?)
 }
@@ -163,7 +206,11 @@ impl From<Output> for Cli {
 impl Cli {
     /// Fails the test with the command's output unless it succeeded.
     pub fn expect_ok(self, what: &str) -> Cli {
-        assert!(self.ok, "{what} failed ({:?}):\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+        assert!(
+            self.ok,
+            "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
         self
     }
 }
@@ -180,8 +227,18 @@ impl Hub {
     /// Starts a hub on 127.0.0.1:0 and creates an operator API key.
     pub fn start() -> Result<Hub> {
         let dir = tempfile::Builder::new().prefix("tongbu-hub-").tempdir()?;
-        let mut hub = Hub { dir, proc: None, api_key: String::new(), port: 0 };
-        hub.api_key = hub.cli(&["apikey", "create", "--role", "operator"]).expect_ok("apikey create").stdout.trim().to_owned();
+        let mut hub = Hub {
+            dir,
+            proc: None,
+            api_key: String::new(),
+            port: 0,
+        };
+        hub.api_key = hub
+            .cli(&["apikey", "create", "--role", "operator"])
+            .expect_ok("apikey create")
+            .stdout
+            .trim()
+            .to_owned();
         hub.launch()?;
         Ok(hub)
     }
@@ -193,9 +250,16 @@ impl Hub {
     fn launch(&mut self) -> Result<()> {
         let mut cmd = Command::new(&bins().hub);
         let listen = format!("127.0.0.1:{}", self.port);
-        cmd.args(["serve", "--data-dir"]).arg(self.dir.path()).args(["--listen", &listen]);
+        cmd.args(["serve", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--listen", &listen]);
         let running = Running::spawn(cmd, self.dir.path().join("hub.log"), "READY listen=")?;
-        self.port = running.url.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow!("bad READY url {}", running.url))?;
+        self.port = running
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow!("bad READY url {}", running.url))?;
         self.proc = Some(running);
         Ok(())
     }
@@ -212,11 +276,16 @@ impl Hub {
     }
 
     pub fn add_county(&self, code: &str, name: &str) {
-        self.cli(&["county", "add", "--code", code, "--name", name]).expect_ok("county add");
+        self.cli(&["county", "add", "--code", code, "--name", name])
+            .expect_ok("county add");
     }
 
     pub fn issue_token(&self, county: &str) -> String {
-        self.cli(&["token", "issue", "--county", county]).expect_ok("token issue").stdout.trim().to_owned()
+        self.cli(&["token", "issue", "--county", county])
+            .expect_ok("token issue")
+            .stdout
+            .trim()
+            .to_owned()
     }
 
     /// SIGKILLs the hub.
@@ -244,7 +313,10 @@ impl Hub {
     }
 
     pub fn get(&self, path: &str) -> Result<(u16, Value)> {
-        let resp = http().get(format!("{}{path}", self.url())).bearer_auth(&self.api_key).send()?;
+        let resp = http()
+            .get(format!("{}{path}", self.url()))
+            .bearer_auth(&self.api_key)
+            .send()?;
         let status = resp.status().as_u16();
         let text = resp.text()?;
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -260,7 +332,10 @@ impl Hub {
     }
 
     pub fn agent_row(&self, agent_id: &str) -> Result<Option<Value>> {
-        Ok(self.agents()?.into_iter().find(|a| a["agent_id"] == agent_id))
+        Ok(self
+            .agents()?
+            .into_iter()
+            .find(|a| a["agent_id"] == agent_id))
     }
 
     /// Opens the hub's database read-only (tests check what is stored, byte for byte).
@@ -276,9 +351,12 @@ impl Hub {
     /// (seq, hash, body) of every envelope the hub stores for `agent_id`, in seq order.
     pub fn stored(&self, agent_id: &str) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
         let db = self.db()?;
-        let mut stmt = db.prepare("SELECT seq, hash, body FROM envelopes WHERE agent_id = ?1 ORDER BY seq")?;
+        let mut stmt =
+            db.prepare("SELECT seq, hash, body FROM envelopes WHERE agent_id = ?1 ORDER BY seq")?;
         let rows = stmt
-            .query_map([agent_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?
+            .query_map([agent_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -286,7 +364,10 @@ impl Hub {
 
 /// A blocking HTTP client for tests (loopback only, short timeouts).
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
 }
 
 /// An agent with its own data directory.
@@ -299,7 +380,11 @@ pub struct Agent {
 impl Agent {
     pub fn new() -> Result<Agent> {
         let dir = tempfile::Builder::new().prefix("tongbu-agent-").tempdir()?;
-        Ok(Agent { dir, proc: None, agent_id: String::new() })
+        Ok(Agent {
+            dir,
+            proc: None,
+            agent_id: String::new(),
+        })
     }
 
     /// A new agent enrolled with `hub` for `county` (the county must exist).
@@ -307,7 +392,10 @@ impl Agent {
         let mut agent = Agent::new()?;
         let token = hub.issue_token(county);
         agent.enroll(&hub.url(), &token).expect_ok("enroll");
-        agent.agent_id = agent.status()?["agent_id"].as_str().unwrap_or_default().to_owned();
+        agent.agent_id = agent.status()?["agent_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         Ok(agent)
     }
 
@@ -331,7 +419,10 @@ impl Agent {
 
     /// Submits `records` (JSON Lines) from a file; returns the CLI result.
     pub fn submit(&self, records: &str) -> Cli {
-        let path = self.dir.path().join(format!("submit-{}.jsonl", std::process::id()));
+        let path = self
+            .dir
+            .path()
+            .join(format!("submit-{}.jsonl", std::process::id()));
         std::fs::write(&path, records).expect("write records");
         let out = self.cli(&["submit", path.to_str().expect("utf-8 path")]);
         let _ = std::fs::remove_file(&path);
@@ -345,6 +436,11 @@ impl Agent {
 
     /// Starts `tongbu-agent run` with quick retries for tests.
     pub fn start(&mut self) -> Result<()> {
+        self.start_with(&[])
+    }
+
+    /// Starts `tongbu-agent run` with quick retries and `extra` arguments.
+    pub fn start_with(&mut self, extra: &[&str]) -> Result<()> {
         let mut cmd = Command::new(&bins().agent);
         cmd.args(["run", "--data-dir"]).arg(self.dir.path()).args([
             "--listen",
@@ -356,7 +452,12 @@ impl Agent {
             "--retry-max-ms",
             "400",
         ]);
-        self.proc = Some(Running::spawn(cmd, self.dir.path().join("agent.log"), "READY intake=")?);
+        cmd.args(extra);
+        self.proc = Some(Running::spawn(
+            cmd,
+            self.dir.path().join("agent.log"),
+            "READY intake=",
+        )?);
         Ok(())
     }
 
@@ -371,18 +472,25 @@ impl Agent {
     }
 
     pub fn log(&self) -> String {
-        self.proc.as_ref().map(Running::log_text).unwrap_or_else(|| {
-            std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-        })
+        self.proc
+            .as_ref()
+            .map(Running::log_text)
+            .unwrap_or_else(|| {
+                std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+            })
     }
 
     /// Waits until the hub has acknowledged everything this agent holds.
     pub fn wait_synced(&self) -> Result<u64> {
-        wait_for(&format!("agent {} to be fully acked", self.agent_id), || {
-            let s = self.status().ok()?;
-            let head = s["head_seq"].as_u64()?;
-            (s["acked_seq"].as_u64()? == head && s["queue_depth"].as_u64()? == 0).then_some(head)
-        })
+        wait_for(
+            &format!("agent {} to be fully acked", self.agent_id),
+            || {
+                let s = self.status().ok()?;
+                let head = s["head_seq"].as_u64()?;
+                (s["acked_seq"].as_u64()? == head && s["queue_depth"].as_u64()? == 0)
+                    .then_some(head)
+            },
+        )
     }
 
     /// Opens the agent's outbox database (read-write: some tests tamper with it on purpose).
@@ -397,7 +505,9 @@ impl Agent {
         let db = self.db()?;
         let mut stmt = db.prepare("SELECT seq, hash, body FROM envelopes ORDER BY seq")?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -425,7 +535,10 @@ impl RawAgent {
         use tongbu_shared::protocol::{ENROLL_PATH, EnrollRequest, EnrollResponse};
         let key = tongbu_shared::KeyPair::from_seed(&seed)?;
         let public_key = key.public_key();
-        let proof = key.sign(Domain::Enroll, &tongbu_shared::signed::enroll_proof_bytes(token, &public_key));
+        let proof = key.sign(
+            Domain::Enroll,
+            &tongbu_shared::signed::enroll_proof_bytes(token, &public_key),
+        );
         let req = EnrollRequest {
             token: token.to_owned(),
             public_key,
@@ -433,49 +546,82 @@ impl RawAgent {
             agent_version: "test".into(),
             hostname: None,
         };
-        let resp = http().post(format!("{hub_url}{ENROLL_PATH}")).json(&req).send()?;
+        let resp = http()
+            .post(format!("{hub_url}{ENROLL_PATH}"))
+            .json(&req)
+            .send()?;
         if !resp.status().is_success() {
             bail!("enroll: {} {}", resp.status(), resp.text()?);
         }
         let er: EnrollResponse = resp.json()?;
-        Ok(RawAgent { key, agent_id: er.agent_id, hub_url: hub_url.to_owned(), hub_key: er.hub_public_key })
+        Ok(RawAgent {
+            key,
+            agent_id: er.agent_id,
+            hub_url: hub_url.to_owned(),
+            hub_key: er.hub_public_key,
+        })
     }
 
     /// Signs a chain of `bodies` starting after (`after_seq`, `prev`).
-    pub fn chain(&self, after_seq: u64, prev: tongbu_shared::Digest, bodies: &[String]) -> Vec<tongbu_shared::Envelope> {
+    pub fn chain(
+        &self,
+        after_seq: u64,
+        prev: tongbu_shared::Digest,
+        bodies: &[String],
+    ) -> Vec<tongbu_shared::Envelope> {
         let mut prev = prev;
         bodies
             .iter()
             .zip(after_seq + 1..)
             .map(|(b, seq)| {
-                let e = tongbu_shared::Envelope::sign(&self.key, self.agent_id.clone(), seq, prev, b.clone().into_bytes());
+                let e = tongbu_shared::Envelope::sign(
+                    &self.key,
+                    self.agent_id.clone(),
+                    seq,
+                    prev,
+                    b.clone().into_bytes(),
+                );
                 prev = e.hash();
                 e
             })
             .collect()
     }
 
-    /// Sends a signed request; returns (status, JSON body).
-    pub fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Result<(u16, Value)> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    /// Sends a signed request.
+    pub fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Reply> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
         let nonce = hex::encode(now.to_be_bytes()) + &hex::encode(rand_bytes());
-        let auth = tongbu_shared::signed::RequestAuth::sign(&self.key, &self.agent_id, method, path, now, nonce, &body);
+        let auth = tongbu_shared::signed::RequestAuth::sign(
+            &self.key,
+            &self.agent_id,
+            method,
+            path,
+            now,
+            nonce,
+            &body,
+        );
         let client = http();
         let mut req = match method {
             "GET" => client.get(format!("{}{path}", self.hub_url)),
-            _ => client.post(format!("{}{path}", self.hub_url)).header("content-type", "application/json").body(body),
+            _ => client
+                .post(format!("{}{path}", self.hub_url))
+                .header("content-type", "application/json")
+                .body(body),
         };
         for (name, value) in auth.headers() {
             req = req.header(name, value);
         }
         let resp = req.send()?;
         let status = resp.status().as_u16();
-        let text = resp.text()?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        let raw = resp.text()?;
+        let body = serde_json::from_str(&raw).unwrap_or_else(|_| Value::String(raw.clone()));
+        Ok(Reply { status, body, raw })
     }
 
-    /// Posts a batch of envelopes with a heartbeat; returns (status, JSON body).
-    pub fn send(&self, envelopes: &[tongbu_shared::Envelope]) -> Result<(u16, Value)> {
+    /// Posts a batch of envelopes with a heartbeat.
+    pub fn send(&self, envelopes: &[tongbu_shared::Envelope]) -> Result<Reply> {
         use tongbu_shared::protocol::{BatchRequest, Heartbeat, batches_path};
         let batch = BatchRequest {
             heartbeat: Heartbeat {
@@ -486,14 +632,28 @@ impl RawAgent {
             },
             envelopes: envelopes.to_vec(),
         };
-        self.request("POST", &batches_path(&self.agent_id), serde_json::to_vec(&batch)?)
+        self.request(
+            "POST",
+            &batches_path(&self.agent_id),
+            serde_json::to_vec(&batch)?,
+        )
     }
 
-    /// Verifies a signed receipt with the hub key pinned at enrollment.
-    pub fn receipt(&self, body: &Value) -> Result<tongbu_shared::protocol::Receipt> {
-        let signed: tongbu_shared::signed::Signed<tongbu_shared::protocol::Receipt> = serde_json::from_value(body.clone())?;
+    /// Verifies a signed receipt with the hub key pinned at enrollment. It must be parsed from
+    /// the raw reply text: a signature covers bytes, which a `serde_json::Value` does not keep.
+    pub fn receipt(&self, reply: &Reply) -> Result<tongbu_shared::protocol::Receipt> {
+        let signed: tongbu_shared::signed::Signed<tongbu_shared::protocol::Receipt> =
+            serde_json::from_str(&reply.raw)?;
         Ok(signed.verify(&self.hub_key)?)
     }
+}
+
+/// A reply from the hub: status, parsed JSON (or the text as a JSON string) and the raw text.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub raw: String,
 }
 
 fn rand_bytes() -> [u8; 8] {

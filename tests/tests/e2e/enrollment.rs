@@ -7,7 +7,10 @@ fn an_agent_enrolls_once_and_the_hub_lists_it() {
     let hub = Hub::start().unwrap();
     hub.add_county("430112", "望城区");
     let token = hub.issue_token("430112");
-    assert!(token.len() >= 20 && !token.contains(char::is_whitespace), "token printed alone: {token:?}");
+    assert!(
+        token.len() >= 20 && !token.contains(char::is_whitespace),
+        "token printed alone: {token:?}"
+    );
 
     let agent = Agent::new().unwrap();
     let out = agent.enroll(&hub.url(), &token).expect_ok("enroll");
@@ -26,7 +29,10 @@ fn an_agent_enrolls_once_and_the_hub_lists_it() {
 
     // The key file is private to its owner.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(agent.data_dir().join("agent.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(agent.data_dir().join("agent.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "agent.key mode {mode:o}");
 
     // The same token cannot enroll a second agent, and the hub says why.
@@ -34,12 +40,19 @@ fn an_agent_enrolls_once_and_the_hub_lists_it() {
     let again = second.enroll(&hub.url(), &token);
     assert!(!again.ok, "a used token enrolled again");
     assert!(again.stderr.contains("token_used"), "{}", again.stderr);
-    let err = RawAgent::enroll(&hub.url(), &token, [9; 32]).err().expect("raw reuse refused").to_string();
+    let err = RawAgent::enroll(&hub.url(), &token, [9; 32])
+        .err()
+        .expect("raw reuse refused")
+        .to_string();
     assert!(err.contains("token_used"), "{err}");
 
     // Nor does an invented token, nor does one for an unknown county get issued.
     let bogus = second.enroll(&hub.url(), "tbe_not-a-real-token");
-    assert!(!bogus.ok && bogus.stderr.contains("token_unknown"), "{}", bogus.stderr);
+    assert!(
+        !bogus.ok && bogus.stderr.contains("token_unknown"),
+        "{}",
+        bogus.stderr
+    );
     assert!(!hub.cli(&["token", "issue", "--county", "999999"]).ok);
     assert_eq!(hub.agents().unwrap().len(), 1);
 
@@ -51,7 +64,10 @@ fn an_agent_enrolls_once_and_the_hub_lists_it() {
 #[test]
 fn the_agents_api_needs_an_api_key() {
     let hub = Hub::start().unwrap();
-    let resp = tongbu_tests::http().get(format!("{}/api/v1/agents", hub.url())).send().unwrap();
+    let resp = tongbu_tests::http()
+        .get(format!("{}/api/v1/agents", hub.url()))
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let body: serde_json::Value = resp.json().unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
@@ -61,6 +77,9 @@ fn the_agents_api_needs_an_api_key() {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    let health = tongbu_tests::http().get(format!("{}/healthz", hub.url())).send().unwrap();
+    let health = tongbu_tests::http()
+        .get(format!("{}/healthz", hub.url()))
+        .send()
+        .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }

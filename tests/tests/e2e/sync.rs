@@ -9,7 +9,14 @@ use tongbu_tests::{Agent, Hub, records, wait_for};
 fn assert_same_chain(hub: &Hub, agent: &Agent) {
     let local = agent.stored().unwrap();
     let remote = hub.stored(&agent.agent_id).unwrap();
-    assert_eq!(local.len(), remote.len(), "agent {} holds {} records, hub {}", agent.agent_id, local.len(), remote.len());
+    assert_eq!(
+        local.len(),
+        remote.len(),
+        "agent {} holds {} records, hub {}",
+        agent.agent_id,
+        local.len(),
+        remote.len()
+    );
     for (i, (l, r)) in local.iter().zip(&remote).enumerate() {
         assert_eq!(l.0, i as u64 + 1, "agent seq gap");
         assert_eq!(l, r, "seq {} differs between agent and hub", l.0);
@@ -19,14 +26,32 @@ fn assert_same_chain(hub: &Hub, agent: &Agent) {
 #[test]
 fn three_counties_a_thousand_records_each_arrive_exactly_once() {
     let hub = Hub::start().unwrap();
-    let counties = [("430112", "望城区"), ("431281", "洪江市"), ("431002", "北湖区")];
+    let counties = [
+        ("430112", "望城区"),
+        ("431281", "洪江市"),
+        ("431002", "北湖区"),
+    ];
     let mut agents = Vec::new();
     for (i, (code, name)) in counties.iter().enumerate() {
         hub.add_county(code, name);
         let agent = Agent::enrolled(&hub, code).unwrap();
-        let out = agent.submit(&records(code, i as u64 + 1, 1000)).expect_ok("submit");
-        assert_eq!(out.stdout.lines().count(), 1000, "one line per stored record");
-        assert!(out.stdout.lines().next().unwrap().starts_with("seq=1 kind=budget_line id="), "{}", out.stdout);
+        let out = agent
+            .submit(&records(code, i as u64 + 1, 1000))
+            .expect_ok("submit");
+        assert_eq!(
+            out.stdout.lines().count(),
+            1000,
+            "one line per stored record"
+        );
+        assert!(
+            out.stdout
+                .lines()
+                .next()
+                .unwrap()
+                .starts_with("seq=1 kind=budget_line id="),
+            "{}",
+            out.stdout
+        );
         agents.push(agent);
     }
     for agent in &mut agents {
@@ -43,15 +68,28 @@ fn three_counties_a_thousand_records_each_arrive_exactly_once() {
         assert!(status["last_sync"].is_string(), "{status}");
         assert!(status["last_error"].is_null(), "{status}");
     }
-    let total: i64 = hub.db().unwrap().query_row("SELECT COUNT(*) FROM envelopes", [], |r| r.get(0)).unwrap();
+    let total: i64 = hub
+        .db()
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM envelopes", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(total, 3000);
-    let distinct_bodies: i64 =
-        hub.db().unwrap().query_row("SELECT COUNT(DISTINCT body) FROM envelopes", [], |r| r.get(0)).unwrap();
+    let distinct_bodies: i64 = hub
+        .db()
+        .unwrap()
+        .query_row("SELECT COUNT(DISTINCT body) FROM envelopes", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(distinct_bodies, 3000, "no record stored twice");
 
     // Local intake over HTTP takes the same path; a graceful stop exits cleanly.
     let url = agents[0].intake_url().unwrap();
-    let resp = tongbu_tests::http().post(format!("{url}/records")).body(records("430112", 99, 3)).send().unwrap();
+    let resp = tongbu_tests::http()
+        .post(format!("{url}/records"))
+        .body(records("430112", 99, 3))
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let stored: serde_json::Value = resp.json().unwrap();
     assert_eq!(stored["stored"].as_array().unwrap().len(), 3);
@@ -59,7 +97,10 @@ fn three_counties_a_thousand_records_each_arrive_exactly_once() {
     assert_eq!(agents[0].wait_synced().unwrap(), 1003);
     assert_same_chain(&hub, &agents[0]);
     for agent in &mut agents {
-        assert!(agent.proc.take().unwrap().terminate().unwrap(), "agent exits cleanly on SIGTERM");
+        assert!(
+            agent.proc.take().unwrap().terminate().unwrap(),
+            "agent exits cleanly on SIGTERM"
+        );
     }
 }
 
@@ -68,26 +109,45 @@ fn an_agent_killed_mid_sync_resumes_without_loss_or_duplicates() {
     let hub = Hub::start().unwrap();
     hub.add_county("431281", "洪江市");
     let mut agent = Agent::enrolled(&hub, "431281").unwrap();
-    agent.submit(&records("431281", 5, 6000)).expect_ok("submit");
-    agent.start().unwrap();
-    // Kill it once the hub holds some but not all of the records.
-    let acked = wait_for("a partial sync", || {
-        let row = hub.agent_row(&agent.agent_id).ok()??;
-        let acked = row["acked_seq"].as_u64()?;
-        (acked > 0).then_some(acked)
-    })
-    .unwrap();
-    agent.kill9();
-    assert!(acked <= 6000);
-    // Whatever the hub got is a prefix of the chain.
-    let partial = hub.stored(&agent.agent_id).unwrap();
-    let local = agent.stored().unwrap();
-    assert_eq!(&local[..partial.len()], &partial[..]);
+    agent
+        .submit(&records("431281", 5, 6000))
+        .expect_ok("submit");
+    // Small batches, so that a sync takes many round trips and a kill lands in the middle.
+    let run_args = ["--batch-size", "20"];
+    let acked_at_hub = |agent: &Agent| -> Option<u64> {
+        hub.agent_row(&agent.agent_id).ok()??["acked_seq"].as_u64()
+    };
+    let mut partial_kills = 0;
+    let mut last = 0;
+    for _ in 0..5 {
+        agent.start_with(&run_args).unwrap();
+        // Kill it as soon as the hub holds more than before, but not everything.
+        let acked = wait_for("the hub to acknowledge more", || {
+            acked_at_hub(&agent).filter(|&a| a > last)
+        })
+        .unwrap();
+        agent.kill9();
+        if acked == 6000 {
+            break;
+        }
+        partial_kills += 1;
+        last = acked;
+        // Whatever the hub got is a prefix of the chain.
+        let at_hub = hub.stored(&agent.agent_id).unwrap();
+        assert_eq!(&agent.stored().unwrap()[..at_hub.len()], &at_hub[..]);
+    }
+    assert!(partial_kills >= 1, "no kill landed mid-sync");
 
-    agent.start().unwrap();
+    agent.start_with(&run_args).unwrap();
     assert_eq!(agent.wait_synced().unwrap(), 6000, "log:\n{}", agent.log());
     assert_same_chain(&hub, &agent);
-    assert!(agent.cli(&["verify"]).expect_ok("verify").stdout.starts_with("ok: 6000 records verify"));
+    assert!(
+        agent
+            .cli(&["verify"])
+            .expect_ok("verify")
+            .stdout
+            .starts_with("ok: 6000 records verify")
+    );
 }
 
 #[test]
@@ -98,8 +158,17 @@ fn agents_back_off_while_the_hub_is_down_then_catch_up() {
     agent.start().unwrap();
     let url = agent.intake_url().unwrap();
     let post = |n: usize, seed: u64| {
-        let resp = tongbu_tests::http().post(format!("{url}/records")).body(records("430112", seed, n)).send().unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "intake refused: {}", resp.text().unwrap_or_default());
+        let resp = tongbu_tests::http()
+            .post(format!("{url}/records"))
+            .body(records("430112", seed, n))
+            .send()
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "intake refused: {}",
+            resp.text().unwrap_or_default()
+        );
     };
     post(50, 1);
     agent.wait_synced().unwrap();
@@ -122,6 +191,67 @@ fn agents_back_off_while_the_hub_is_down_then_catch_up() {
     assert!(agent.status().unwrap()["last_error"].is_null());
 }
 
+/// Copies the hub's database files (a hot backup of a stopped hub) into `to`.
+fn backup_hub_db(hub: &Hub, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["hub.db", "hub.db-wal", "hub.db-shm"] {
+        let from = hub.data_dir().join(name);
+        let _ = std::fs::remove_file(to.join(name));
+        if from.exists() {
+            std::fs::copy(&from, to.join(name)).unwrap();
+        }
+    }
+}
+
+fn restore_hub_db(hub: &Hub, from: &std::path::Path) {
+    for name in ["hub.db", "hub.db-wal", "hub.db-shm"] {
+        let _ = std::fs::remove_file(hub.data_dir().join(name));
+        if from.join(name).exists() {
+            std::fs::copy(from.join(name), hub.data_dir().join(name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_hub_restored_from_an_older_backup_gets_back_what_it_lost() {
+    let mut hub = Hub::start().unwrap();
+    hub.add_county("431281", "洪江市");
+    let agent = Agent::enrolled(&hub, "431281").unwrap();
+    agent.submit(&records("431281", 8, 100)).expect_ok("submit");
+    agent.cli(&["sync", "--once"]).expect_ok("sync --once");
+
+    // The province backs up the stopped hub, then runs on; more records arrive.
+    hub.stop().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    backup_hub_db(&hub, backup.path());
+    hub.restart().unwrap();
+    agent.submit(&records("431281", 9, 200)).expect_ok("submit");
+    agent.cli(&["sync", "--once"]).expect_ok("sync --once");
+    assert_eq!(
+        hub.agent_row(&agent.agent_id).unwrap().unwrap()["acked_seq"],
+        300
+    );
+
+    // The hub's disk is lost and the backup restored: it holds 100 where the agent saw 300.
+    hub.stop().unwrap();
+    restore_hub_db(&hub, backup.path());
+    hub.restart().unwrap();
+    assert_eq!(
+        hub.agent_row(&agent.agent_id).unwrap().unwrap()["acked_seq"],
+        100
+    );
+
+    // The agent keeps its records, notices from the watermark, and re-sends what was lost.
+    agent
+        .submit(&records("431281", 10, 10))
+        .expect_ok("submit more");
+    agent
+        .cli(&["sync", "--once"])
+        .expect_ok("sync after the restore");
+    assert_eq!(agent.status().unwrap()["acked_seq"], 310);
+    assert_same_chain(&hub, &agent);
+}
+
 #[test]
 fn a_lost_acknowledgement_is_resent_and_acked_idempotently() {
     let hub = Hub::start().unwrap();
@@ -132,30 +262,18 @@ fn a_lost_acknowledgement_is_resent_and_acked_idempotently() {
     assert_same_chain(&hub, &agent);
 
     // The agent forgets the hub's acknowledgement (as if the reply had been lost) ...
-    agent.db().unwrap().execute("UPDATE sync_state SET acked_seq = 0, acked_hash = NULL", []).unwrap();
+    agent
+        .db()
+        .unwrap()
+        .execute("UPDATE sync_state SET acked_seq = 0, acked_hash = NULL", [])
+        .unwrap();
     assert_eq!(agent.status().unwrap()["acked_seq"], 0);
     // ... and syncs again: the hub already holds everything and says so; nothing is duplicated.
-    let out = agent.cli(&["sync", "--once"]).expect_ok("second sync --once");
+    let out = agent
+        .cli(&["sync", "--once"])
+        .expect_ok("second sync --once");
     assert!(out.stdout.contains("acked_seq=300"), "{}", out.stdout);
     assert_eq!(agent.status().unwrap()["acked_seq"], 300);
-    assert_same_chain(&hub, &agent);
-
-    // The hub restored from an older backup holds less than the agent believed: the agent
-    // re-sends what was lost.
-    let hub_db = rusqlite::Connection::open(hub.data_dir().join("hub.db")).unwrap();
-    hub_db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let head_100: Vec<u8> = hub_db
-        .query_row("SELECT hash FROM envelopes WHERE agent_id = ?1 AND seq = 100", [&agent.agent_id], |r| r.get(0))
-        .unwrap();
-    hub_db.execute("DELETE FROM envelopes WHERE agent_id = ?1 AND seq > 100", [&agent.agent_id]).unwrap();
-    hub_db
-        .execute("UPDATE agents SET acked_seq = 100, head_hash = ?2 WHERE agent_id = ?1", rusqlite::params![&agent.agent_id, head_100])
-        .unwrap();
-    drop(hub_db);
-    let more = records("430112", 4, 10);
-    agent.submit(&more).expect_ok("submit more");
-    agent.cli(&["sync", "--once"]).expect_ok("sync after hub rollback");
-    assert_eq!(agent.status().unwrap()["acked_seq"], 310);
     assert_same_chain(&hub, &agent);
 
     let mut seqs: HashMap<u64, usize> = HashMap::new();
