@@ -362,6 +362,23 @@ impl Hub {
     }
 }
 
+/// One stored envelope as both sides keep it: (seq, chain hash, exact body bytes).
+pub type StoredRow = (u64, Vec<u8>, Vec<u8>);
+
+fn stored_rows(
+    db: &rusqlite::Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<StoredRow>> {
+    let mut stmt = db.prepare(sql)?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// A blocking HTTP client for tests (loopback only, short timeouts).
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
