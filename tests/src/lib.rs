@@ -348,17 +348,10 @@ impl Hub {
         Ok(conn)
     }
 
-    /// (seq, hash, body) of every envelope the hub stores for `agent_id`, in seq order.
-    pub fn stored(&self, agent_id: &str) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
-        let db = self.db()?;
-        let mut stmt =
-            db.prepare("SELECT seq, hash, body FROM envelopes WHERE agent_id = ?1 ORDER BY seq")?;
-        let rows = stmt
-            .query_map([agent_id], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+    /// Every envelope the hub stores for `agent_id`, in seq order.
+    pub fn stored(&self, agent_id: &str) -> Result<Vec<StoredRow>> {
+        let sql = "SELECT seq, hash, body FROM envelopes WHERE agent_id = ?1 ORDER BY seq";
+        stored_rows(&self.db()?, sql, &[&agent_id])
     }
 }
 
@@ -517,16 +510,13 @@ impl Agent {
         Ok(conn)
     }
 
-    /// (seq, hash, body) of every envelope in the outbox, in seq order.
-    pub fn stored(&self) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
-        let db = self.db()?;
-        let mut stmt = db.prepare("SELECT seq, hash, body FROM envelopes ORDER BY seq")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+    /// Every envelope in the outbox, in seq order.
+    pub fn stored(&self) -> Result<Vec<StoredRow>> {
+        stored_rows(
+            &self.db()?,
+            "SELECT seq, hash, body FROM envelopes ORDER BY seq",
+            &[],
+        )
     }
 }
 
