@@ -94,6 +94,12 @@ enum Command {
     },
     /// Re-check the local chain: signatures, links and hashes.
     Verify,
+    /// Point this agent at the hub's new address (the hub's pinned key stays the same).
+    SetHub {
+        /// The hub's new URL, e.g. https://hub.example.cn
+        #[arg(long)]
+        hub: String,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -132,6 +138,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => show_status(data_dir, json),
         Command::Verify => verify(data_dir),
+        Command::SetHub { hub } => {
+            let previous = service::set_hub_url(data_dir, &hub)?;
+            println!(
+                "hub URL changed from {previous} to {}",
+                hub.trim_end_matches('/')
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -55,6 +55,10 @@ pub enum OutboxError {
     BodyTooLarge { index: usize, len: usize },
     #[error("record {index} is not valid JSON text")]
     NotJson { index: usize },
+    #[error(
+        "this data directory is not enrolled yet: run `tongbu-agent enroll --hub URL --token T` first"
+    )]
+    NotEnrolled,
     #[error("this data directory is already enrolled as agent {0}")]
     AlreadyEnrolled(AgentId),
     #[error("the outbox task stopped unexpectedly: {0}")]
@@ -348,6 +352,19 @@ impl Outbox {
             )?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Points an enrolled agent at the hub's new address. Only the URL changes: the hub's key
+    /// stays pinned, so a different server at the new address is still refused.
+    pub fn set_hub_url(&mut self, url: &str) -> Result<(), OutboxError> {
+        let changed = self.conn.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'hub_url'",
+            params![url],
+        )?;
+        if changed == 0 {
+            return Err(OutboxError::NotEnrolled);
+        }
         Ok(())
     }
 

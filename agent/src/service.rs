@@ -181,6 +181,17 @@ pub async fn enroll(data_dir: &Path, hub_url: &str, token: &str) -> anyhow::Resu
     Ok(response)
 }
 
+/// Points the enrolled agent in `data_dir` at the hub's new URL (the hub moved); returns the
+/// previous URL. The hub key pinned at enrollment stays the only key trusted.
+pub fn set_hub_url(data_dir: &Path, hub_url: &str) -> anyhow::Result<String> {
+    let hub_url = hub_url.trim_end_matches('/');
+    crate::client::parse_hub_url(hub_url)?;
+    let mut agent = open_enrolled(data_dir)?;
+    let previous = agent.enrollment.hub_url.clone();
+    agent.outbox.set_hub_url(hub_url)?;
+    Ok(previous)
+}
+
 /// Checks, signs and stores a submission into the outbox in `data_dir`, all or nothing. This
 /// blocks on SQLite; from async code call it through `spawn_blocking`. A running service
 /// sends the records at its next heartbeat.

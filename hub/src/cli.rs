@@ -17,6 +17,9 @@ use tongbu_hub::{Hub, SqliteStore};
 use tongbu_shared::CountyCode;
 use tongbu_shared::protocol::AgentRow;
 
+const DEFAULT_DATA_DIR: &str = "./tongbu-hub-data";
+const DEMO_DATA_DIR: &str = "./tongbu-demo-data";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tongbu-hub",
@@ -25,7 +28,7 @@ use tongbu_shared::protocol::AgentRow;
 )]
 pub struct Cli {
     /// Where the hub keeps its database (hub.db) and signing key (hub.key).
-    #[arg(long, global = true, default_value = "./tongbu-hub-data")]
+    #[arg(long, global = true, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -56,6 +59,18 @@ pub enum Command {
     },
     /// List enrolled agents and how far behind each is.
     Agents,
+    /// Run a hub with three simulated counties, each with a real agent, in one process.
+    Demo {
+        /// Address the hub listens on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8440")]
+        listen: String,
+        /// Delete the demo's data directory first and start over.
+        #[arg(long)]
+        fresh: bool,
+        /// Milliseconds between two submissions of one simulated county.
+        #[arg(long, default_value_t = 2000)]
+        interval_ms: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +163,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 admin::create_api_key_in(&mut store, SystemClock.now_ms(), &rng, role.into())?;
             print_secret(key.expose())
         }
+        Command::Demo {
+            listen,
+            fresh,
+            interval_ms,
+        } => {
+            // The demo keeps its own folder unless --data-dir names one.
+            let data_dir = if data_dir == std::path::Path::new(DEFAULT_DATA_DIR) {
+                PathBuf::from(DEMO_DATA_DIR)
+            } else {
+                data_dir
+            };
+            crate::demo::run(crate::demo::DemoOptions {
+                data_dir,
+                listen,
+                fresh,
+                interval: std::time::Duration::from_millis(interval_ms),
+            })
+        }
         Command::Agents => {
             let mut store = open_store(&data_dir)?;
             let rows = admin::list_agents(&mut store)?;
@@ -199,7 +232,7 @@ fn serve(data_dir: PathBuf, listen: &str) -> anyhow::Result<()> {
 }
 
 /// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let interrupt = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for SIGINT");

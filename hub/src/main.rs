@@ -1,6 +1,7 @@
 //! The `tongbu-hub` binary: parses the command line and hands it to [`cli::run`].
 
 mod cli;
+mod demo;
 
 use std::process::ExitCode;
 

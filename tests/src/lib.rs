@@ -520,6 +520,42 @@ impl Agent {
     }
 }
 
+/// `tongbu-hub demo` running in a data directory of its own.
+pub struct Demo {
+    pub proc: Running,
+    pub api_key: String,
+}
+
+impl Demo {
+    /// Starts the demo on 127.0.0.1:0 with quick feeders; `dir` may hold an earlier demo.
+    pub fn start(dir: &Path) -> Result<Demo> {
+        let mut cmd = Command::new(&bins().hub);
+        cmd.args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval-ms",
+            "100",
+            "--data-dir",
+        ])
+        .arg(dir);
+        let proc = Running::spawn(cmd, dir.with_extension("log"), "READY listen=")?;
+        let api_key = std::fs::read_to_string(dir.join("demo-api-key"))?
+            .trim()
+            .to_owned();
+        Ok(Demo { proc, api_key })
+    }
+
+    pub fn agents(&self) -> Result<Vec<Value>> {
+        let resp = http()
+            .get(format!("{}/api/v1/agents", self.proc.url))
+            .bearer_auth(&self.api_key)
+            .send()?;
+        let v: Value = resp.json()?;
+        Ok(v["agents"].as_array().cloned().unwrap_or_default())
+    }
+}
+
 /// `n` realistic records for `county` as JSON Lines (deterministic per seed).
 pub fn records(county: &str, seed: u64, n: usize) -> String {
     let county = tongbu_shared::CountyCode::parse(county).expect("county code");

@@ -2,6 +2,7 @@
 //! temporary directories and driven through their CLIs and HTTP APIs (see `tongbu_tests`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod demo;
 mod enrollment;
 mod input;
 mod sync;

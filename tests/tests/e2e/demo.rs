@@ -1,0 +1,61 @@
+//! The README's first command: `tongbu-hub demo` runs a hub with three simulated counties whose
+//! agents enroll themselves and keep submitting; stopped and started again, it resumes.
+
+use std::collections::HashMap;
+
+use tongbu_tests::{Demo, wait_for};
+
+#[test]
+fn the_demo_runs_three_counties_and_resumes_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("demo");
+    let demo = Demo::start(&dir).unwrap();
+    let first: HashMap<String, u64> = wait_for("three agents to sync records", || {
+        let agents = demo.agents().ok()?;
+        let ready = agents.len() == 3
+            && agents.iter().all(|a| {
+                a["state"] == "active"
+                    && a["acked_seq"].as_u64() >= Some(10)
+                    && a["last_error"].is_null()
+            });
+        ready.then(|| {
+            agents
+                .iter()
+                .map(|a| {
+                    (
+                        a["agent_id"].as_str().unwrap_or_default().to_owned(),
+                        a["acked_seq"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+    })
+    .unwrap();
+    let counties: Vec<&str> = first.keys().map(|id| &id[..6]).collect();
+    for county in ["430112", "431281", "431002"] {
+        assert!(
+            counties.contains(&county),
+            "{county} missing from {counties:?}"
+        );
+    }
+    assert!(
+        demo.proc.terminate().unwrap(),
+        "the demo exits cleanly on SIGTERM"
+    );
+
+    // Started again, the same agents carry on (no new enrollment) and sync more.
+    let demo = Demo::start(&dir).unwrap();
+    wait_for("the same agents to sync more", || {
+        let agents = demo.agents().ok()?;
+        let more = agents.len() == 3
+            && agents.iter().all(|a| {
+                let id = a["agent_id"].as_str().unwrap_or_default();
+                first
+                    .get(id)
+                    .is_some_and(|&before| a["acked_seq"].as_u64() > Some(before))
+            });
+        more.then_some(())
+    })
+    .unwrap();
+    assert!(demo.proc.terminate().unwrap());
+}
