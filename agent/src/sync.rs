@@ -536,7 +536,9 @@ pub async fn run_until_stopped<S: SyncStep>(
                     warn!(error = %line, retry_in_ms = delay.as_millis() as u64, "sync failed");
                 }
                 failing = Some(line);
-                (delay, next == NextStep::Retry)
+                // New intake does not cut a backoff short: a busy county system must not turn
+                // the retries into a flood against a hub that is down.
+                (delay, false)
             }
         };
         tokio::select! {
