@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn paths_join_onto_a_base_prefix() {
-        let clock: Arc<dyn Clock> = Arc::new(crate::clock::FixedClock(0));
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(0));
         let c = HubClient::new("https://hub.example.cn/tongbu/", Arc::clone(&clock)).unwrap();
         assert_eq!(
             c.url(ENROLL_PATH).as_str(),

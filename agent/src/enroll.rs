@@ -12,7 +12,7 @@ use tongbu_shared::protocol::{ApiError, EnrollRequest, EnrollResponse, PROTOCOL_
 use tongbu_shared::signed::enroll_proof_bytes;
 
 use crate::client::{ClientError, HubClient, parse_hub_url};
-use crate::clock::{Clock, rfc3339_utc};
+use crate::clock::{Clock, rfc3339};
 use crate::data_dir::DataDir;
 use crate::keyfile::{self, KeyFileError};
 use crate::outbox::{Enrollment, Outbox, OutboxError};
@@ -89,7 +89,7 @@ pub async fn enroll(
         county_name: resp.county_name.clone(),
         hub_url,
         hub_public_key: resp.hub_public_key,
-        enrolled_at: rfc3339_utc(clock.now_ms()),
+        enrolled_at: rfc3339(clock.now_ms()),
     };
     let saved = enrollment.clone();
     blocking(move || outbox.save_enrollment(&saved))

@@ -167,7 +167,7 @@ async fn get_status(State(state): State<IntakeState>) -> Result<Json<Status>, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::FixedClock;
+    use crate::clock::ManualClock;
     use crate::outbox::tests::{agent, body, key};
     use crate::outbox::{Enrollment, Outbox};
     fn state(dir: &tempfile::TempDir) -> IntakeState {
@@ -187,7 +187,7 @@ mod tests {
             outbox: SharedOutbox::new(outbox),
             key: Arc::new(key()),
             county,
-            clock: Arc::new(FixedClock(1_000)),
+            clock: Arc::new(ManualClock::new(1_000)),
             wake: Arc::new(Notify::new()),
         }
     }

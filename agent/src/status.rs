@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::clock::rfc3339_utc;
+use crate::clock::rfc3339;
 use crate::outbox::{Outbox, OutboxError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,7 +36,7 @@ pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
         head_seq: head.seq,
         acked_seq: state.acked_seq,
         queue_depth: head.seq.saturating_sub(state.acked_seq),
-        last_sync: state.last_sync_ms.map(rfc3339_utc),
+        last_sync: state.last_sync_ms.map(rfc3339),
         last_error: state.last_error,
         policy_version: None,
         held: counts.held,

@@ -6,12 +6,14 @@
 //! - [`ids`], [`date`], [`uscc`]: newtypes that parse identifiers, dates and supplier codes once;
 //! - [`record`]: the v1 record model and its strict parser;
 //! - [`input`]: splitting a submission (JSON array or JSON Lines) into records, keeping bytes;
+//! - [`clock`]: the `Clock` trait, a manual clock for tests, the RFC 3339 report format;
 //! - [`crypto`]: Ed25519 keys, signatures, SHA-256 digests and signature domains;
 //! - [`envelope`]: the signed envelope, its signing bytes and the per-agent hash chain;
 //! - [`signed`]: hub-signed documents and agent-signed requests;
 //! - [`protocol`]: the v1 wire types, paths and error codes;
 //! - [`sample`]: deterministic realistic records for the demo and tests.
 
+pub mod clock;
 pub mod crypto;
 pub mod date;
 pub mod envelope;
