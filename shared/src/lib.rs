@@ -10,7 +10,9 @@
 //! - [`crypto`]: Ed25519 keys, signatures, SHA-256 digests and signature domains;
 //! - [`envelope`]: the signed envelope, its signing bytes and the per-agent hash chain;
 //! - [`signed`]: hub-signed documents and agent-signed requests;
+//! - [`policy`]: catalogue, negative list and rule settings; signed policy bundles;
 //! - [`protocol`]: the v1 wire types, paths and error codes;
+//! - [`rules`]: the in-step rules and the ledger engine (generic over its storage);
 //! - [`sample`]: deterministic realistic records for the demo and tests.
 
 pub mod clock;
@@ -20,8 +22,10 @@ pub mod envelope;
 pub mod ids;
 pub mod input;
 pub mod money;
+pub mod policy;
 pub mod protocol;
 pub mod record;
+pub mod rules;
 pub mod sample;
 pub mod signed;
 pub mod uscc;

@@ -101,6 +101,31 @@ impl Text {
     }
 }
 
+/// A contract's supplier code as the record gives it. Agents refuse an invalid code at intake
+/// (strict parsing); the hub parses leniently so that a record which reached it anyway is kept
+/// and flagged `INVALID_SUPPLIER_CODE` instead of being unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupplierCode {
+    Valid(Uscc),
+    Invalid { code: String, problem: String },
+}
+
+impl SupplierCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            SupplierCode::Valid(u) => u.as_str(),
+            SupplierCode::Invalid { code, .. } => code,
+        }
+    }
+}
+
+/// How strictly to read fields whose invalidity is also a rule (supplier codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Strict,
+    Lenient,
+}
+
 /// Fields every record carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -125,7 +150,7 @@ pub struct BudgetLine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contract {
     pub budget_line_id: Code,
-    pub supplier_uscc: Uscc,
+    pub supplier_uscc: SupplierCode,
     pub supplier_name: Text,
     pub method: Method,
     pub catalogue_code: Code,
@@ -350,8 +375,19 @@ fn names<T: Copy>(all: &[T], f: fn(T) -> &'static str) -> Vec<&'static str> {
 }
 
 impl Record {
-    /// Parses one record from its exact JSON bytes.
+    /// Parses one record from its exact JSON bytes, as a county's agent must: an invalid
+    /// supplier code is an error.
     pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
+        Record::parse_with(bytes, Mode::Strict)
+    }
+
+    /// Parses one record as the hub does: like [`Record::parse`], except that an invalid
+    /// supplier code is kept as [`SupplierCode::Invalid`] for the rules to flag.
+    pub fn parse_lenient(bytes: &[u8]) -> Result<Record, RecordError> {
+        Record::parse_with(bytes, Mode::Lenient)
+    }
+
+    fn parse_with(bytes: &[u8], mode: Mode) -> Result<Record, RecordError> {
         let members: Members = serde_json::from_slice(bytes).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("invalid type") {
@@ -425,7 +461,7 @@ impl Record {
 
         let body = match kind {
             Kind::BudgetLine => Body::BudgetLine(parse_budget_line(&fields)?),
-            Kind::Contract => Body::Contract(parse_contract(&fields)?),
+            Kind::Contract => Body::Contract(parse_contract(&fields, mode)?),
             Kind::Payment => Body::Payment(Payment {
                 contract_id: fields.code("contract_id")?,
                 amount: fields.amount("amount_fen")?,
@@ -560,13 +596,21 @@ fn parse_budget_line(f: &Fields) -> Result<BudgetLine, RecordError> {
     })
 }
 
-fn parse_contract(f: &Fields) -> Result<Contract, RecordError> {
-    let supplier_uscc = Uscc::parse(f.str("supplier_uscc")?).map_err(|e| {
-        field_err(
-            "supplier_uscc",
-            format!("is not a valid unified social credit code: {e}"),
-        )
-    })?;
+fn parse_contract(f: &Fields, mode: Mode) -> Result<Contract, RecordError> {
+    let code = f.str("supplier_uscc")?;
+    let supplier_uscc = match (Uscc::parse(code), mode) {
+        (Ok(u), _) => SupplierCode::Valid(u),
+        (Err(e), Mode::Lenient) => SupplierCode::Invalid {
+            code: code.to_owned(),
+            problem: e.to_string(),
+        },
+        (Err(e), Mode::Strict) => {
+            return Err(field_err(
+                "supplier_uscc",
+                format!("is not a valid unified social credit code: {e}"),
+            ));
+        }
+    };
     let method_names = names(Method::ALL, Method::as_str);
     let service_from = f.opt("service_from", Fields::date)?;
     let service_to = f.opt("service_to", Fields::date)?;
@@ -755,6 +799,32 @@ mod tests {
         let first =
             r#"{"kind":"contract","id":"C-001","rev":1,"county":"430112","cancelled":true}"#;
         assert_eq!(err(first).field.as_deref(), Some("cancelled"));
+    }
+
+    #[test]
+    fn the_hub_reads_an_invalid_supplier_code_to_flag_it() {
+        let json = with(CONTRACT, |m| {
+            m.insert("supplier_uscc".into(), "91350100M000100Y44".into());
+        });
+        assert_eq!(err(&json).field.as_deref(), Some("supplier_uscc"));
+        let r = Record::parse_lenient(json.as_bytes()).unwrap();
+        let Some(Body::Contract(c)) = r.body else {
+            panic!("not a contract")
+        };
+        assert!(
+            matches!(c.supplier_uscc, SupplierCode::Invalid { ref code, .. } if code == "91350100M000100Y44")
+        );
+        // Everything else is as strict as ever.
+        let json = with(&json, |m| {
+            m.insert("amount_fen".into(), 0.into());
+        });
+        assert_eq!(
+            Record::parse_lenient(json.as_bytes())
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("amount_fen")
+        );
     }
 
     #[test]
