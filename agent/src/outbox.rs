@@ -740,6 +740,8 @@ pub(crate) mod tests {
             outcome,
             codes: codes.iter().map(|c| c.to_string()).collect(),
             duplicate: false,
+            detail: None,
+            policy_version: None,
         };
         outbox
             .apply_receipt(

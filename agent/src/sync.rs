@@ -267,6 +267,7 @@ impl Syncer {
                     queue_depth: plan.head.seq.saturating_sub(sent_through),
                     agent_version: crate::AGENT_VERSION.to_owned(),
                     last_error: plan.last_error,
+                    outcome_cursor: 0,
                 },
                 envelopes: plan.batch.into_iter().map(|(e, _)| e).collect(),
             };

@@ -193,6 +193,9 @@ impl Hub {
                     head_hash,
                     outcomes,
                     hub_time_ms: now,
+                    updates: Vec::new(),
+                    outcome_cursor: 0,
+                    policy_version: 0,
                 })
             }
             Ok(Applied::Refused(e)) => {

@@ -297,6 +297,8 @@ pub fn decide(
             outcome: h.outcome,
             codes: h.codes.clone(),
             duplicate: true,
+            detail: None,
+            policy_version: None,
         });
     }
 
@@ -324,6 +326,8 @@ pub fn decide(
             outcome: v.outcome,
             codes: v.codes.clone(),
             duplicate: false,
+            detail: None,
+            policy_version: None,
         });
     }
     Ok(Decision::Append {
@@ -565,6 +569,7 @@ mod tests {
             queue_depth: 3,
             agent_version: "0.1.0".into(),
             last_error: Some("network down".into()),
+            outcome_cursor: 0,
         }
     }
 
@@ -904,6 +909,7 @@ mod tests {
             queue_depth: 0,
             agent_version: "v".repeat(500),
             last_error: Some("错".repeat(5000)),
+            outcome_cursor: 0,
         };
         let c = Contact::with_heartbeat(0, &hb);
         let hb = c.heartbeat.unwrap();

@@ -6,6 +6,7 @@
 //! | `POST /api/v1/enroll` | [`EnrollRequest`] | [`EnrollResponse`] |
 //! | `POST /api/v1/agents/{agent}/batches` (signed request) | [`BatchRequest`] | `Signed<`[`Receipt`]`>` |
 //! | `GET /api/v1/agents/{agent}/watermark` (signed request) | – | `Signed<`[`Watermark`]`>` |
+//! | `GET /api/v1/policy` (signed request, `If-None-Match`) | – | `Signed<PolicyBundle>` or 304 |
 //! | `GET /api/v1/agents` (bearer API key) | – | [`AgentsResponse`] |
 //!
 //! Every error reply is an [`ApiError`] with a stable [`ErrorCode`].
@@ -28,6 +29,12 @@ pub const MAX_REQUEST_BYTES: usize = 24 * 1024 * 1024;
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 pub const ENROLL_PATH: &str = "/api/v1/enroll";
+/// `GET` (signed agent request): the current `Signed<PolicyBundle>`. Send
+/// `If-None-Match: "<version>"` to get `304 Not Modified` when nothing changed; the reply's
+/// `ETag` is `"<version>"`.
+pub const POLICY_PATH: &str = "/api/v1/policy";
+/// Most outcome updates one receipt carries.
+pub const MAX_OUTCOME_UPDATES: usize = 1000;
 
 pub fn batches_path(agent: &AgentId) -> String {
     format!("/api/v1/agents/{agent}/batches")
@@ -69,6 +76,10 @@ pub struct Heartbeat {
     pub agent_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The last outcome change (`Receipt::outcome_cursor`) this agent has recorded; the hub
+    /// sends the changes after it.
+    #[serde(default)]
+    pub outcome_cursor: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +126,12 @@ pub struct RecordOutcome {
     pub codes: Vec<String>,
     /// True when the hub already held this exact envelope (a resend).
     pub duplicate: bool,
+    /// The findings' sentences, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The policy version the record was judged by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
 /// The hub's signed acknowledgement of a batch.
@@ -127,6 +144,16 @@ pub struct Receipt {
     pub head_hash: Digest,
     pub outcomes: Vec<RecordOutcome>,
     pub hub_time_ms: i64,
+    /// Outcomes of this agent's earlier records that changed since `Heartbeat::outcome_cursor`
+    /// (a held record accepted or rejected), oldest first.
+    #[serde(default)]
+    pub updates: Vec<RecordOutcome>,
+    /// The position after `updates`: the agent sends it back once it has recorded them.
+    #[serde(default)]
+    pub outcome_cursor: u64,
+    /// The hub's current policy version: an agent holding an older one pulls the new bundle.
+    #[serde(default)]
+    pub policy_version: u64,
 }
 
 impl SignedPayload for Receipt {

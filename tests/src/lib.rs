@@ -672,6 +672,7 @@ impl RawAgent {
                 queue_depth: 0,
                 agent_version: "test".into(),
                 last_error: None,
+                outcome_cursor: 0,
             },
             envelopes: envelopes.to_vec(),
         };

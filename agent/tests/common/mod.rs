@@ -257,6 +257,8 @@ async fn batches(
                 Vec::new()
             },
             duplicate,
+            detail: None,
+            policy_version: None,
         });
     }
     let receipt = Receipt {
@@ -265,6 +267,9 @@ async fn batches(
         head_hash: head(&hub.chain),
         outcomes,
         hub_time_ms: 0,
+        updates: Vec::new(),
+        outcome_cursor: 0,
+        policy_version: 0,
     };
     match hub.mode {
         ReceiptMode::Honest => Json(Signed::sign(&hub_key(), &receipt).unwrap()).into_response(),

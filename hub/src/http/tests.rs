@@ -147,6 +147,7 @@ fn batch_body(envelopes: &[Envelope], head_seq: u64) -> Vec<u8> {
             queue_depth: 2,
             agent_version: "0.1.0".into(),
             last_error: None,
+            outcome_cursor: 0,
         },
         envelopes: envelopes.to_vec(),
     })
