@@ -165,7 +165,7 @@ async fn run_async(opts: DemoOptions) -> anyhow::Result<()> {
         let seed = SystemClock.now_ms() as u64 + i as u64;
         let feeder = Feeder {
             intake: format!("http://{intake}/records"),
-            sim: CountySim::new(county, seed, FISCAL_YEAR),
+            sim: CountySim::new(county, seed, FISCAL_YEAR).with_anomalies(),
             interval: opts.interval,
         };
         tasks.spawn(feeder.run(stopped()));

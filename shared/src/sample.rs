@@ -3,7 +3,7 @@
 //! and dates in order. Deterministic for a given seed (SplitMix64); no clock, no I/O. Every
 //! record it makes parses with [`Record::parse`] and stays within its predecessor's amount.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::ids::CountyCode;
 use crate::record::Record;
@@ -42,7 +42,8 @@ pub struct CountySim {
     project: u64,
     series: u64,
     year: i32,
-    pending: Vec<serde_json::Value>,
+    anomalies: bool,
+    pending: std::collections::VecDeque<Value>,
 }
 
 impl CountySim {
@@ -53,8 +54,16 @@ impl CountySim {
             project: 0,
             series: seed % 1000,
             year,
-            pending: Vec::new(),
+            anomalies: false,
+            pending: std::collections::VecDeque::new(),
         }
+    }
+
+    /// A stream where about a third of the projects break a rule, arrive out of order or are
+    /// amended (for the demo, so the ledger and violations have something true to show).
+    pub fn with_anomalies(mut self) -> CountySim {
+        self.anomalies = true;
+        self
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -87,8 +96,10 @@ impl CountySim {
         if self.pending.is_empty() {
             self.plan_project();
         }
-        let v = self.pending.remove(0);
-        v.to_string()
+        self.pending
+            .pop_front()
+            .map(|v| v.to_string())
+            .unwrap_or_default()
     }
 
     /// The next `n` records as a JSON Lines document.
@@ -102,7 +113,8 @@ impl CountySim {
     }
 
     /// One project: an approved budget line, one or two contracts within it, payments within
-    /// each contract (dates after signing) and an evaluation.
+    /// each contract (dates after signing) and an evaluation; with anomalies on, sometimes
+    /// bent to break a rule, arrive out of order or be amended.
     fn plan_project(&mut self) {
         self.project += 1;
         // Ids carry the series (seed) so two simulated sources in one county never collide.
@@ -115,11 +127,11 @@ impl CountySim {
         let budget = (100_000 + self.below(4_900_000)) as i64 * 100;
         let approved_month = 1 + self.below(3);
         let bl = format!("BL-{c}-{year}-{p}");
-        self.pending.push(json!({
+        let mut out = vec![json!({
             "kind": "budget_line", "id": bl, "rev": 1, "county": c, "department": department,
             "fiscal_year": year, "catalogue_code": code, "amount_fen": budget, "stage": "approved",
             "approved_on": format!("{year}-{approved_month:02}-15"), "title": title,
-        }));
+        })];
         let contracts = 1 + self.below(2);
         let mut remaining = budget;
         for k in 1..=contracts {
@@ -132,7 +144,7 @@ impl CountySim {
             let cid = format!("C-{c}-{year}-{p}-{k}");
             let method = METHODS[self.below(METHODS.len() as u64) as usize];
             let uscc = self.uscc();
-            self.pending.push(json!({
+            out.push(json!({
                 "kind": "contract", "id": cid, "rev": 1, "county": c, "budget_line_id": bl,
                 "supplier_uscc": uscc, "supplier_name": supplier, "method": method,
                 "catalogue_code": code, "amount_fen": amount,
@@ -142,7 +154,7 @@ impl CountySim {
             let payments = 1 + self.below(3) as i64;
             for n in 1..=payments {
                 let month = (signed_month as i64 + n * 2).min(12);
-                self.pending.push(json!({
+                out.push(json!({
                     "kind": "payment", "id": format!("P-{c}-{year}-{p}-{k}-{n}"), "rev": 1,
                     "county": c, "contract_id": cid, "amount_fen": amount / 4,
                     "paid_on": format!("{year}-{month:02}-20"),
@@ -157,14 +169,128 @@ impl CountySim {
             } else {
                 "fair"
             };
-            self.pending.push(json!({
+            out.push(json!({
                 "kind": "evaluation", "id": format!("E-{c}-{year}-{p}-{k}"), "rev": 1,
                 "county": c, "contract_id": cid, "evaluator": "第三方绩效评价机构",
                 "score": score, "grade": grade, "evaluated_on": format!("{year}-12-28"),
             }));
         }
+        if self.anomalies && self.below(100) < 35 {
+            let which = self.below(ANOMALIES as u64) as usize;
+            self.bend(&mut out, which, budget);
+        }
+        self.pending.extend(out);
+    }
+
+    /// Bends a clean project so that it shows one of the things the hub must catch or cope
+    /// with. `which` picks the anomaly; `budget` is the budget line's amount.
+    fn bend(&mut self, out: &mut Vec<Value>, which: usize, budget: i64) {
+        let year = self.year;
+        let first = |kind: &str, out: &[Value]| out.iter().position(|v| v["kind"] == kind);
+        let Some(ci) = first("contract", out) else {
+            return;
+        };
+        let contract_amount = out[ci]["amount_fen"].as_i64().unwrap_or(1);
+        match which {
+            // BUDGET_EXCEEDED: the contract is bigger than the whole budget line.
+            0 => out[ci]["amount_fen"] = json!(budget + 100_000),
+            // CONTRACT_EXCEEDED: one more payment than the contract allows.
+            1 => {
+                if let Some(pi) = first("payment", out) {
+                    let mut extra = out[pi].clone();
+                    extra["id"] = json!(format!("{}-X", extra["id"].as_str().unwrap_or("P")));
+                    extra["amount_fen"] = json!(contract_amount);
+                    out.insert(pi + 1, extra);
+                }
+            }
+            // DATE_ORDER: a payment dated before the contract was signed.
+            2 => {
+                if let Some(pi) = first("payment", out) {
+                    out[pi]["paid_on"] = json!(format!("{year}-01-02"));
+                }
+            }
+            // YEAR_MISMATCH: signed in the following year.
+            3 => {
+                out[ci]["signed_on"] = json!(format!("{}-01-10", year + 1));
+                out[ci]["service_from"] = json!(format!("{}-01-10", year + 1));
+                out[ci]["service_to"] = json!(format!("{}-12-31", year + 1));
+            }
+            // NOT_IN_CATALOGUE: a service the catalogue does not list.
+            4 => {
+                for v in out.iter_mut().filter(|v| v.get("catalogue_code").is_some()) {
+                    v["catalogue_code"] = json!("Z9901");
+                }
+            }
+            // NEGATIVE_LIST: engineering bundled with services.
+            5 => {
+                for v in out.iter_mut().filter(|v| v.get("catalogue_code").is_some()) {
+                    v["catalogue_code"] = json!("N0201");
+                    v["title"] = json!("社区服务中心改造及运营(工程与服务捆绑)");
+                }
+            }
+            // BUDGET_NOT_APPROVED: the budget line is only reported.
+            6 => {
+                out[0]["stage"] = json!("reported");
+                if let Some(m) = out[0].as_object_mut() {
+                    m.remove("approved_on");
+                }
+            }
+            // Held, then resolved: the treasury's first payment arrives before anything else.
+            7 => {
+                if let Some(pi) = first("payment", out) {
+                    let payment = out.remove(pi);
+                    out.insert(0, payment);
+                }
+            }
+            // An amendment: the contract grows by a tenth (the budget has room).
+            8 => {
+                let mut rev2 = out[ci].clone();
+                rev2["rev"] = json!(2);
+                rev2["amount_fen"] = json!(contract_amount + contract_amount / 10);
+                out.insert(ci + 1, rev2);
+            }
+            // BUDGET_EXCEEDED by amendment: the budget line is cut below what is contracted.
+            9 => {
+                let mut rev2 = out[0].clone();
+                rev2["rev"] = json!(2);
+                rev2["amount_fen"] = json!((contract_amount / 2).max(1));
+                out.insert(ci + 1, rev2);
+            }
+            // CANCELLED_PREDECESSOR: the contract is cancelled, yet the treasury pays on it.
+            10 => {
+                let cancel = json!({
+                    "kind": "contract", "id": out[ci]["id"], "rev": 2, "county": out[ci]["county"], "cancelled": true,
+                });
+                out.insert(ci + 1, cancel);
+            }
+            // PAID_WITHOUT_EVALUATION: paid in full before any evaluation.
+            11 => {
+                let payments: Vec<usize> = out
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v["kind"] == "payment" && v["contract_id"] == out[ci]["id"])
+                    .map(|(i, _)| i)
+                    .collect();
+                if let Some(&last) = payments.last() {
+                    let others = (payments.len() as i64 - 1) * (contract_amount / 4);
+                    out[last]["amount_fen"] = json!(contract_amount - others);
+                }
+            }
+            // STALE_REVISION: an amendment, then the original resent with another amount.
+            _ => {
+                let mut rev2 = out[ci].clone();
+                rev2["rev"] = json!(2);
+                let mut stale = out[ci].clone();
+                stale["amount_fen"] = json!((contract_amount / 2).max(1));
+                out.insert(ci + 1, rev2);
+                out.insert(ci + 2, stale);
+            }
+        }
     }
 }
+
+/// How many kinds of anomaly [`CountySim::bend`] knows.
+const ANOMALIES: usize = 13;
 
 /// Parses a sample back (used by tests to check the generator keeps its promise).
 pub fn parse(json: &str) -> Option<Record> {
@@ -175,6 +301,55 @@ pub fn parse(json: &str) -> Option<Record> {
 mod tests {
     use super::*;
     use crate::record::Body;
+
+    #[test]
+    fn anomalies_show_every_rule_a_county_can_break_and_held_records_resolve() {
+        use crate::policy::{PolicyBundle, default_policy};
+        use crate::rules::{Pending, ingest, mem::MemLedger};
+        let county = CountyCode::parse("430112").unwrap();
+        let agent = crate::AgentId::parse("430112-00000001").unwrap();
+        let mut sim = CountySim::new(county, 11, 2025).with_anomalies();
+        let mut ledger = MemLedger::new(PolicyBundle::new(1, 0, default_policy()).policy());
+        let mut codes = std::collections::BTreeSet::new();
+        let mut held = 0;
+        for seq in 1..=4000u64 {
+            let json = sim.next_json();
+            let record = Record::parse(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
+            let p = Pending {
+                agent: agent.clone(),
+                seq,
+                record,
+                digest: crate::Digest::of(&[json.as_bytes()]),
+                order: seq,
+                received_ms: 0,
+                policy_version: 1,
+                held_at: None,
+            };
+            for d in ingest(&mut ledger, p).unwrap() {
+                if d.outcome == crate::protocol::Outcome::Held {
+                    held += 1;
+                }
+                codes.extend(d.codes());
+            }
+        }
+        for code in [
+            "BUDGET_EXCEEDED",
+            "CONTRACT_EXCEEDED",
+            "DATE_ORDER",
+            "YEAR_MISMATCH",
+            "NOT_IN_CATALOGUE",
+            "NEGATIVE_LIST",
+            "BUDGET_NOT_APPROVED",
+            "CANCELLED_PREDECESSOR",
+            "PREDECESSOR_REJECTED",
+            "PAID_WITHOUT_EVALUATION",
+            "STALE_REVISION",
+        ] {
+            assert!(codes.contains(code), "{code} never appeared: {codes:?}");
+        }
+        assert!(held > 0, "no record was ever held");
+        assert_eq!(ledger.held_count(), 0, "every held record resolved");
+    }
 
     #[test]
     fn samples_are_well_formed_and_deterministic() {
