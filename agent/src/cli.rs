@@ -1,6 +1,7 @@
 //! The command line: one function per command, printing exactly the lines the v1 interface
 //! promises (end-to-end tests and county scripts parse them). Exit codes: 0 success, 1 failure
-//! (or findings, or a chain that does not verify), 2 a submission refused with nothing stored.
+//! (or findings that reject, or a chain that does not verify), 2 a submission refused with
+//! nothing stored.
 
 use std::io::{self, BufWriter, Read as _, Write as _};
 use std::net::SocketAddr;
@@ -14,8 +15,10 @@ use backon::{BackoffBuilder as _, ExponentialBuilder};
 use clap::{Parser, Subcommand};
 use tongbu_agent::clock::{Clock, SystemClock};
 use tongbu_agent::data_dir::DataDir;
-use tongbu_agent::intake::{self, IntakeError};
+use tongbu_agent::intake::{self, Intake, IntakeError, Strictness};
 use tongbu_agent::outbox::{Outbox, SharedOutbox};
+use tongbu_agent::policy::PolicyPull;
+use tongbu_agent::rules::LocalView;
 use tongbu_agent::service::{self, ServiceOptions};
 use tongbu_agent::status;
 use tongbu_agent::sync::{self, NextStep, Syncer};
@@ -75,7 +78,7 @@ enum Command {
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
         batch_size: u64,
     },
-    /// Report what would make `submit` refuse a file, storing nothing; `-` reads stdin.
+    /// Report malformed records and the rules records break, storing nothing; `-` reads stdin.
     Check { file: String },
     /// Sync with the hub until nothing is left, then exit.
     Sync {
@@ -106,7 +109,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data_dir = cli.data_dir.as_path();
     match cli.command {
         Command::Enroll { hub, token } => runtime()?.block_on(enroll(data_dir, &hub, &token)),
-        Command::Submit { strict: _, file } => submit(data_dir, &file),
+        Command::Submit { strict, file } => {
+            let strictness = if strict {
+                Strictness::Strict
+            } else {
+                Strictness::Lenient
+            };
+            submit(data_dir, &file, strictness)
+        }
         Command::Run {
             listen,
             heartbeat_secs,
@@ -200,16 +210,33 @@ async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<ExitC
         e.hub_url,
         e.hub_public_key.fingerprint()
     );
+    // Enrollment stands whether or not the policy comes too: the sync loop keeps trying.
+    match service::pull_policy(data_dir).await {
+        Ok(PolicyPull::Updated { to, .. } | PolicyPull::Unchanged { version: to }) => {
+            eprintln!("policy version {to} cached");
+        }
+        Ok(PolicyPull::NoneOffered) => eprintln!("the hub publishes no policy yet"),
+        Err(e) => eprintln!(
+            "warning: enrolled, but the policy could not be pulled yet (sync tries again): {e:#}"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn submit(data_dir: &Path, file: &str) -> anyhow::Result<ExitCode> {
+fn submit(data_dir: &Path, file: &str, strictness: Strictness) -> anyhow::Result<ExitCode> {
     let input = read_input(file)?;
-    let mut agent = service::open_enrolled(data_dir)?;
-    let stored = match intake::submit(&mut agent.outbox, &agent.key, &input, SystemClock.now_ms()) {
+    let agent = service::open_enrolled(data_dir)?;
+    let mut intake = Intake::new(agent.outbox, Arc::new(agent.key))?;
+    let stored = match intake.submit(&input, strictness, SystemClock.now_ms()) {
         Ok(stored) => stored,
         Err(IntakeError::Refused(finding)) => {
             eprintln!("error: refused, nothing stored: {finding}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(IntakeError::BreaksRules { offences, .. }) => {
+            for offence in offences {
+                eprintln!("error: refused (--strict), nothing stored: {offence}");
+            }
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e.into()),
@@ -227,9 +254,22 @@ fn submit(data_dir: &Path, file: &str) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
     }
     out.flush()?;
+    for s in &stored {
+        if let Some(detail) = &s.detail {
+            eprintln!("seq={} id={}: {detail}", s.seq, s.id);
+        }
+    }
     if let (Some(first), Some(last)) = (stored.first(), stored.last()) {
+        let flagged = stored.iter().filter(|s| !s.codes.is_empty()).count();
+        let rules = if flagged == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({flagged} with rule codes; stored anyway, the hub's outcome is authoritative)"
+            )
+        };
         eprintln!(
-            "stored {} record(s), seq {}..={}; they sync to the hub with the running service or `tongbu-agent sync --once`",
+            "stored {} record(s), seq {}..={}{rules}; they sync to the hub with the running service or `tongbu-agent sync --once`",
             stored.len(),
             first.seq,
             last.seq
@@ -241,18 +281,53 @@ fn submit(data_dir: &Path, file: &str) -> anyhow::Result<ExitCode> {
 fn check(data_dir: &Path, file: &str) -> anyhow::Result<ExitCode> {
     let input = read_input(file)?;
     let dir = DataDir::open(data_dir)?;
-    let county = Outbox::open(&dir.outbox_path())?
-        .enrollment()?
-        .map(|e| e.county);
-    let report = intake::check(&input, county.as_ref());
-    if report.ok() {
-        println!("ok: {} records are well formed", report.records);
-        return Ok(ExitCode::SUCCESS);
-    }
+    let outbox = Outbox::open(&dir.outbox_path())?;
+    let (mut view, county) = match outbox.enrollment()? {
+        Some(e) => (
+            LocalView::load(&outbox, &e.agent_id, &e.hub_public_key)?,
+            Some(e.county),
+        ),
+        None => (LocalView::empty(None), None),
+    };
+    let report = intake::check(&mut view, county.as_ref(), &input);
+    let mut out = BufWriter::new(io::stdout().lock());
     for finding in &report.findings {
-        println!("{finding}");
+        writeln!(out, "{finding}")?;
     }
-    Ok(ExitCode::FAILURE)
+    // A malformed submission is not judged by the rules: its findings say it all.
+    if report.findings.iter().any(|f| f.code.is_none()) {
+        out.flush()?;
+        return Ok(ExitCode::FAILURE);
+    }
+    let (n, refused, warned) = (
+        report.records,
+        report.refused_records(),
+        report.warned_records(),
+    );
+    let mut summary = if refused > 0 {
+        let mut s = format!("{refused} of {n} record(s) break a rule the agent can check");
+        if warned > 0 {
+            s.push_str(&format!("; {warned} more with warnings only"));
+        }
+        s
+    } else {
+        let mut s =
+            format!("ok: {n} records are well formed and break no rule the agent can check");
+        if warned > 0 {
+            s.push_str(&format!("; {warned} with warnings"));
+        }
+        s
+    };
+    if let Some(note) = report.policy.note() {
+        summary.push_str(&format!(" ({note})"));
+    }
+    writeln!(out, "{summary}")?;
+    out.flush()?;
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn sync_once(data_dir: &Path, batch_size: usize) -> anyhow::Result<ExitCode> {
@@ -265,6 +340,7 @@ async fn sync_once(data_dir: &Path, batch_size: usize) -> anyhow::Result<ExitCod
         Arc::new(SystemClock),
         batch_size,
     )?;
+    syncer.want_policy();
     // A few quick retries ride out a blip; a longer outage is the service's job.
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -284,6 +360,18 @@ async fn sync_once(data_dir: &Path, batch_size: usize) -> anyhow::Result<ExitCod
                     summary.sent,
                     summary.duration.as_millis()
                 );
+                match summary.policy {
+                    Some(PolicyPull::Updated { to, .. }) => {
+                        eprintln!("policy version {to} cached");
+                    }
+                    Some(PolicyPull::Unchanged { version }) => {
+                        eprintln!("policy version {version} is current");
+                    }
+                    Some(PolicyPull::NoneOffered) | None => {}
+                }
+                if let Some(problem) = &summary.problem {
+                    eprintln!("warning: {problem}");
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             Err(e) => match (e.next_step(), delays.next()) {

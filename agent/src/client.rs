@@ -1,7 +1,8 @@
 //! The HTTP client for the hub's agent API (reqwest, rustls). Every agent call is signed with
 //! the agent's key (`RequestAuth` over the exact method, path and body sent), and every signed
 //! document the hub returns is verified against the hub key pinned at enrollment before it is
-//! parsed: a receipt or watermark that does not verify is an error, never trusted.
+//! parsed: a receipt, watermark or policy bundle that does not verify is an error, never
+//! trusted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +11,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tongbu_shared::KeyPair;
-use tongbu_shared::crypto::PublicKey;
+use tongbu_shared::crypto::{PublicKey, Signature};
 use tongbu_shared::ids::AgentId;
+use tongbu_shared::policy::PolicyBundle;
 use tongbu_shared::protocol::{
-    ApiError, BatchRequest, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorCode, Receipt,
-    Watermark, batches_path, watermark_path,
+    ApiError, BatchRequest, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorCode, POLICY_PATH,
+    Receipt, Watermark, batches_path, watermark_path,
 };
 use tongbu_shared::signed::{RequestAuth, Signed, SignedPayload};
 
@@ -122,6 +124,25 @@ impl ClientError {
     }
 }
 
+/// A policy bundle whose signature verified against the pinned hub key, with the exact bytes
+/// and signature it came with (what the agent caches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBundle {
+    pub bundle: PolicyBundle,
+    pub payload: Vec<u8>,
+    pub sig: Signature,
+}
+
+/// The hub's answer to a policy pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyReply {
+    /// `304 Not Modified`: the version named in `If-None-Match` is current.
+    NotModified,
+    /// The hub publishes no policy (yet).
+    NotFound,
+    Bundle(VerifiedBundle),
+}
+
 /// A client for one hub.
 #[derive(Debug, Clone)]
 pub struct HubClient {
@@ -215,6 +236,42 @@ impl HubClient {
         verify_signed(&reply, &creds.hub_key, "receipt")
     }
 
+    /// Pulls the hub's current policy bundle. With `cached`, asks conditionally
+    /// (`If-None-Match: "<version>"`), so an unchanged policy costs a `304` and no body. A
+    /// bundle is returned only once its signature verifies against the pinned hub key.
+    pub async fn policy(
+        &self,
+        creds: &Credentials,
+        cached: Option<u64>,
+    ) -> Result<PolicyReply, ClientError> {
+        let what = "policy bundle";
+        let (request, url) =
+            self.signed_request(creds, reqwest::Method::GET, POLICY_PATH, Vec::new())?;
+        let request = match cached {
+            Some(version) => {
+                request.header(reqwest::header::IF_NONE_MATCH, format!("\"{version}\""))
+            }
+            None => request,
+        };
+        let reply = match self.exchange(request, &url).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return Ok(PolicyReply::NotModified),
+            Err(e) if is_not_found(&e) => return Ok(PolicyReply::NotFound),
+            Err(e) => return Err(e),
+        };
+        let signed: Signed<PolicyBundle> =
+            serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply {
+                what,
+                cause: format!("not a signed document: {e}"),
+            })?;
+        let bundle = verify_document(&signed, &creds.hub_key, what)?;
+        Ok(PolicyReply::Bundle(VerifiedBundle {
+            bundle,
+            payload: signed.payload_bytes().to_vec(),
+            sig: signed.signature(),
+        }))
+    }
+
     fn url(&self, path: &str) -> reqwest::Url {
         let mut url = self.base.clone();
         let joined = format!("{}{path}", self.base.path().trim_end_matches('/'));
@@ -229,6 +286,18 @@ impl HubClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, ClientError> {
+        let (request, url) = self.signed_request(creds, method, path, body)?;
+        self.send(request, &url).await
+    }
+
+    /// A request to `path` signed with the agent's key (`RequestAuth` headers).
+    fn signed_request(
+        &self,
+        creds: &Credentials,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(reqwest::RequestBuilder, reqwest::Url), ClientError> {
         let url = self.url(path);
         let mut nonce = [0u8; 16];
         self.rng
@@ -254,7 +323,7 @@ impl HubClient {
         if !body.is_empty() {
             request = request.body(body);
         }
-        self.send(request, &url).await
+        Ok((request, url))
     }
 
     async fn send(
@@ -262,6 +331,20 @@ impl HubClient {
         request: reqwest::RequestBuilder,
         url: &reqwest::Url,
     ) -> Result<Vec<u8>, ClientError> {
+        self.exchange(request, url)
+            .await?
+            .ok_or_else(|| ClientError::BadReply {
+                what: "a request",
+                cause: "304 Not Modified to an unconditional request".into(),
+            })
+    }
+
+    /// Sends a request: the body of a 2xx reply, `None` for `304 Not Modified`, or the error.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &reqwest::Url,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
         let network = |e: reqwest::Error| ClientError::Network {
             url: self.base.as_str().trim_end_matches('/').to_owned(),
             cause: error_chain(&e),
@@ -272,9 +355,12 @@ impl HubClient {
             .await
             .map_err(network)?;
         let status = response.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
         let bytes = response.bytes().await.map_err(network)?;
         if status.is_success() {
-            return Ok(bytes.to_vec());
+            return Ok(Some(bytes.to_vec()));
         }
         match serde_json::from_slice::<ApiError>(&bytes) {
             Ok(e) => Err(ClientError::Api(e)),
@@ -298,6 +384,15 @@ impl HubClient {
     }
 }
 
+/// A 404 from the hub (a Tongbu `not_found`, or a hub that predates the call).
+fn is_not_found(e: &ClientError) -> bool {
+    match e {
+        ClientError::Api(api) => api.error.code == ErrorCode::NotFound,
+        ClientError::Status { status, .. } => *status == 404,
+        _ => false,
+    }
+}
+
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ClientError> {
     serde_json::to_vec(value).map_err(|e| ClientError::BadReply {
         what: "a request (it cannot be encoded)",
@@ -314,6 +409,14 @@ fn verify_signed<T: SignedPayload + DeserializeOwned>(
         what,
         cause: format!("not a signed document: {e}"),
     })?;
+    verify_document(&signed, hub_key, what)
+}
+
+fn verify_document<T: SignedPayload + DeserializeOwned>(
+    signed: &Signed<T>,
+    hub_key: &PublicKey,
+    what: &'static str,
+) -> Result<T, ClientError> {
     signed.verify(hub_key).map_err(|e| match e {
         tongbu_shared::signed::SignedError::BadSignature => ClientError::BadHubSignature {
             what,

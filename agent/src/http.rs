@@ -1,39 +1,37 @@
 //! The loopback intake API for county systems (axum): `POST /records` stores a submission (one
-//! record, a JSON array or JSON Lines) all or nothing and answers only after the commit;
-//! `POST /check` reports findings without storing; `GET /status` and `GET /healthz` for
-//! operators. The API has no authentication, so the service binds it to loopback only.
-//! Handlers are thin: read the body, call [`crate::intake`], map the result.
+//! record, a JSON array or JSON Lines) all or nothing and answers only after the commit, with
+//! each record's rule codes (`?strict=true` refuses the whole submission if a record breaks a
+//! rule); `POST /check` reports malformed records and rule findings without storing;
+//! `GET /status` and `GET /healthz` for operators. The API has no authentication, so the
+//! service binds it to loopback only. Handlers are thin: read the body, call
+//! [`crate::intake`], map the result.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Notify;
-use tongbu_shared::KeyPair;
-use tongbu_shared::ids::CountyCode;
 
 use crate::clock::Clock;
-use crate::intake::{self, Finding, IntakeError, Stored};
-use crate::outbox::{OutboxError, SharedOutbox};
+use crate::intake::{Finding, IntakeError, SharedIntake, Stored, Strictness};
+use crate::outbox::OutboxError;
 use crate::status::{self, Status};
 
 /// Largest request body the intake reads, in bytes.
 pub const MAX_INTAKE_BYTES: usize = 32 * 1024 * 1024;
 
-/// What the intake handlers share. The outbox connection is the intake's own.
+/// What the intake handlers share. The intake's outbox connection is its own.
 #[derive(Debug, Clone)]
 pub struct IntakeState {
-    pub outbox: SharedOutbox,
-    pub key: Arc<KeyPair>,
-    pub county: CountyCode,
+    pub intake: SharedIntake,
     pub clock: Arc<dyn Clock>,
     /// Notified after records are committed, so the sync loop sends them at once.
     pub wake: Arc<Notify>,
@@ -53,16 +51,26 @@ pub fn app(state: IntakeState) -> Router {
 #[derive(Debug)]
 enum AppError {
     Malformed(Finding),
+    BreaksRules {
+        message: String,
+        findings: Vec<Finding>,
+    },
     Body(BytesRejection),
+    Query(QueryRejection),
     Busy,
     Internal(String),
 }
 
-impl From<OutboxError> for AppError {
-    fn from(e: OutboxError) -> Self {
+impl From<IntakeError> for AppError {
+    fn from(e: IntakeError) -> Self {
+        let message = e.to_string();
         match e {
-            OutboxError::Busy => AppError::Busy,
-            other => AppError::Internal(other.to_string()),
+            IntakeError::Refused(f) => AppError::Malformed(*f),
+            IntakeError::BreaksRules { findings, .. } => {
+                AppError::BreaksRules { message, findings }
+            }
+            IntakeError::Outbox(OutboxError::Busy) => AppError::Busy,
+            _ => AppError::Internal(message),
         }
     }
 }
@@ -79,6 +87,18 @@ impl IntoResponse for AppError {
                     "line": f.line,
                     "field": f.field,
                 }}),
+            ),
+            AppError::BreaksRules { message, findings } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {
+                    "code": "breaks_rules",
+                    "message": message,
+                    "findings": findings,
+                }}),
+            ),
+            AppError::Query(r) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "bad_query", "message": r.body_text()}}),
             ),
             AppError::Body(r) => {
                 let status = r.status();
@@ -117,31 +137,46 @@ struct StoredReply {
     stored: Vec<Stored>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    /// Refuse the whole submission if any record breaks a rule.
+    #[serde(default)]
+    strict: bool,
+}
+
 async fn post_records(
     State(state): State<IntakeState>,
+    query: Result<Query<RecordsQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StoredReply>, AppError> {
+    let Query(query) = query.map_err(AppError::Query)?;
     let body = body.map_err(AppError::Body)?;
-    let key = Arc::clone(&state.key);
+    let strictness = if query.strict {
+        Strictness::Strict
+    } else {
+        Strictness::Lenient
+    };
     let now = state.clock.now_ms();
     let stored = state
-        .outbox
-        .call(move |o| Ok(intake::submit(o, &key, &body, now)))
-        .await?
-        .map_err(|e| match e {
-            IntakeError::Refused(f) => AppError::Malformed(f),
-            IntakeError::Outbox(e) => e.into(),
-            other => AppError::Internal(other.to_string()),
-        })?;
+        .intake
+        .call(move |i| i.submit(&body, strictness, now))
+        .await?;
     state.wake.notify_one();
     Ok(Json(StoredReply { stored }))
 }
 
 #[derive(Debug, Serialize)]
 struct CheckReply {
+    /// No malformed record and no record that breaks a rule (warnings allowed).
     ok: bool,
     records: usize,
     findings: Vec<Finding>,
+    /// The cached policy version the rules were checked with (none cached: null).
+    policy_version: Option<u64>,
+    /// Why part of the rules could not be checked, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 async fn post_check(
@@ -149,34 +184,38 @@ async fn post_check(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CheckReply>, AppError> {
     let body = body.map_err(AppError::Body)?;
-    let county = state.county.clone();
-    let report = tokio::task::spawn_blocking(move || intake::check(&body, Some(&county)))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let report = state.intake.call(move |i| i.check(&body)).await?;
     Ok(Json(CheckReply {
         ok: report.ok(),
         records: report.records,
+        policy_version: report.policy.version(),
+        note: report.policy.note(),
         findings: report.findings,
     }))
 }
 
 async fn get_status(State(state): State<IntakeState>) -> Result<Json<Status>, AppError> {
-    Ok(Json(state.outbox.call(|o| status::read(o)).await?))
+    let status = state.intake.call(|i| Ok(status::read(i.outbox())?)).await?;
+    Ok(Json(status))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::intake::Intake;
     use crate::outbox::tests::{agent, body, key};
     use crate::outbox::{Enrollment, Outbox};
+    use tongbu_shared::KeyPair;
+    use tongbu_shared::ids::CountyCode;
+
     fn state(dir: &tempfile::TempDir) -> IntakeState {
         let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
         let county = CountyCode::parse("430112").unwrap();
         outbox
             .save_enrollment(&Enrollment {
                 agent_id: agent(),
-                county: county.clone(),
+                county,
                 county_name: "望城区".into(),
                 hub_url: "http://127.0.0.1:1".into(),
                 hub_public_key: KeyPair::from_seed(&[1; 32]).unwrap().public_key(),
@@ -184,9 +223,7 @@ mod tests {
             })
             .unwrap();
         IntakeState {
-            outbox: SharedOutbox::new(outbox),
-            key: Arc::new(key()),
-            county,
+            intake: SharedIntake::new(Intake::new(outbox, Arc::new(key())).unwrap()),
             clock: Arc::new(ManualClock::new(1_000)),
             wake: Arc::new(Notify::new()),
         }
@@ -275,5 +312,111 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(json["error"]["code"], "body_too_large");
+    }
+
+    fn line(id: &str, amount: i64) -> String {
+        format!(
+            r#"{{"kind":"budget_line","id":"{id}","rev":1,"county":"430112","department":"101001","fiscal_year":2024,"catalogue_code":"A0501","amount_fen":{amount},"stage":"approved","approved_on":"2024-01-15"}}"#
+        )
+    }
+
+    fn contract(id: &str, amount: i64) -> String {
+        format!(
+            r#"{{"kind":"contract","id":"{id}","rev":1,"county":"430112","budget_line_id":"BL-1","supplier_uscc":"91350100M000100Y43","supplier_name":"颐养居家养老服务中心","method":"public_tender","catalogue_code":"A0501","amount_fen":{amount},"signed_on":"2024-03-01"}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn rule_codes_come_back_and_strict_submissions_are_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(&dir);
+        let input = [line("BL-1", 100), contract("C-1", 200)].join("\n");
+        let (status, json) = call(app(st.clone()), "POST", "/records", input.into_bytes()).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["stored"][0]["codes"], serde_json::json!([]));
+        assert_eq!(
+            json["stored"][1]["codes"],
+            serde_json::json!(["BUDGET_EXCEEDED"])
+        );
+        assert!(
+            json["stored"][1]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("BUDGET_EXCEEDED: 200 fen")
+        );
+
+        let strict = [contract("C-2", 50), contract("C-3", 60)].join("\n");
+        let (status, json) = call(
+            app(st.clone()),
+            "POST",
+            "/records?strict=true",
+            strict.clone().into_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+        assert_eq!(json["error"]["code"], "breaks_rules");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "refused (strict), nothing stored: record 2 (line 2): BUDGET_EXCEEDED: 60 fen"
+            ),
+            "{message}"
+        );
+        assert_eq!(json["error"]["findings"][0]["code"], "BUDGET_EXCEEDED");
+        let (_, json) = call(app(st.clone()), "GET", "/status", Vec::new()).await;
+        assert_eq!(json["head_seq"], 2);
+
+        let (status, json) = call(
+            app(st.clone()),
+            "POST",
+            "/records?strict=maybe",
+            strict.clone().into_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["error"]["code"], "bad_query");
+
+        // /check: the same findings, nothing stored.
+        let (status, json) = call(app(st.clone()), "POST", "/check", strict.into_bytes()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["records"], 2);
+        assert_eq!(json["policy_version"], serde_json::Value::Null);
+        assert!(
+            json["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("no policy cached yet")
+        );
+        let finding = &json["findings"][0];
+        let keys: Vec<&str> = finding
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["code", "field", "id", "line", "message", "record"]);
+        assert_eq!(
+            (
+                &finding["record"],
+                &finding["line"],
+                &finding["id"],
+                &finding["code"]
+            ),
+            (
+                &serde_json::json!(2),
+                &serde_json::json!(2),
+                &serde_json::json!("C-3"),
+                &serde_json::json!("BUDGET_EXCEEDED")
+            )
+        );
+        assert!(
+            finding["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("record 2 (line 2) C-3: BUDGET_EXCEEDED: ")
+        );
+        let (_, json) = call(app(st), "GET", "/status", Vec::new()).await;
+        assert_eq!(json["head_seq"], 2);
     }
 }

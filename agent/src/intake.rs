@@ -1,7 +1,17 @@
 //! Intake: a submission (a JSON array of records, or one object per line) in; signed, stored
-//! records out. A submission is taken whole or refused whole: one malformed record, one record
-//! of another county or one oversized record stores nothing, and the refusal names the record,
-//! its line and the field. Rules (rule codes) come later; for now `codes` is always empty.
+//! records out, each with the rule codes the agent can check locally. A submission is taken
+//! whole or refused whole: one malformed record, one record of another county or one
+//! oversized record stores nothing, and the refusal names the record, its line and the field.
+//! A well-formed record that breaks a rule is stored anyway (the hub's outcome is
+//! authoritative) and the county hears its codes at once; only a strict submission is refused
+//! for breaking a rule.
+//!
+//! Invariants: records are judged (see [`crate::rules`]) against the local view exactly as it
+//! stands when they are appended: [`Intake`] appends only at the head it judged against, and
+//! judges again if another writer got there first. Nothing is reported stored before the
+//! transaction holding it commits.
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -10,8 +20,13 @@ use tongbu_shared::envelope::MAX_BODY_BYTES;
 use tongbu_shared::ids::{Code, CountyCode};
 use tongbu_shared::input::{InputError, InputRecord, parse_submission};
 use tongbu_shared::record::Kind;
+use tongbu_shared::rules::{self, Severity};
 
-use crate::outbox::{NewRecord, Outbox, OutboxError};
+use crate::outbox::{Enrollment, NewRecord, Outbox, OutboxError};
+use crate::rules::{LocalView, PolicyInUse};
+
+/// How often a submission is judged again when other writers keep appending first.
+const MAX_APPEND_TRIES: usize = 5;
 
 /// One record as stored: what the submitter is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,19 +35,40 @@ pub struct Stored {
     pub kind: Kind,
     pub id: Code,
     pub rev: u32,
-    /// Rule codes the record breaks (stored anyway; the hub's outcome is authoritative).
+    /// Rule codes the record breaks, as far as the agent can tell (rejections and warnings;
+    /// stored anyway: the hub's outcome is authoritative).
     pub codes: Vec<String>,
+    /// The findings' sentences (`CODE: why; CODE: why`), when there are codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
-/// Why a submission was refused: which record, line and field, and the whole message.
+/// A problem with one submission: a malformed record (no `code`) or a rule the record breaks
+/// (`code` set), with its record number, line and a whole one-line message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// The record's number in the submission, from 1 (none for a syntax error).
     pub record: Option<usize>,
     pub line: Option<usize>,
+    /// The record's id, when it was read.
+    pub id: Option<String>,
     pub field: Option<String>,
-    /// A full, one-line description, e.g. ``record 3 (line 3): field `amount_fen`: must be …``.
+    /// The rule code, for a rule finding.
+    pub code: Option<String>,
+    /// A full, one-line description, e.g. ``record 3 (line 3): field `amount_fen`: must be …``
+    /// or `record 2 (line 2) C-001: BUDGET_EXCEEDED: …`.
     pub message: String,
+    /// The rule's severity (none for a malformed record).
+    #[serde(skip)]
+    pub severity: Option<Severity>,
+}
+
+impl Finding {
+    /// Whether this finding makes a strict submission fail (and `check` exit non-zero): a
+    /// malformed record or a rule that rejects.
+    pub fn refuses(&self) -> bool {
+        self.severity.is_none_or(|s| s == Severity::Reject)
+    }
 }
 
 impl std::fmt::Display for Finding {
@@ -45,7 +81,14 @@ impl std::fmt::Display for Finding {
 pub enum IntakeError {
     /// The input is not acceptable; nothing was stored. The caller should fix the input.
     #[error("{0}")]
-    Refused(Finding),
+    Refused(Box<Finding>),
+    /// A strict submission with records that break rules; nothing was stored. `offences` has
+    /// one line per such record: `record 2 (line 2): BUDGET_EXCEEDED: …; DATE_ORDER: …`.
+    #[error("refused (strict), nothing stored: {}", offences.join("; "))]
+    BreaksRules {
+        offences: Vec<String>,
+        findings: Vec<Finding>,
+    },
     #[error("this agent is not enrolled yet: run `tongbu-agent enroll --hub URL --token T` first")]
     NotEnrolled,
     /// Storing failed; nothing was stored. The caller may retry.
@@ -65,83 +108,328 @@ impl From<InputError> for Finding {
         Finding {
             record,
             line,
+            id: None,
             field,
+            code: None,
             message: e.to_string(),
+            severity: None,
         }
     }
 }
 
-/// What a check of a submission found: the number of records and any findings.
+/// Whether a submission with rule findings is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// Store every well-formed record and report its rule codes.
+    Lenient,
+    /// Refuse the whole submission if any record breaks a rule that rejects.
+    Strict,
+}
+
+/// What a check of a submission found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
     pub records: usize,
+    /// Malformed records (then nothing else is checked), or rule findings in record order.
     pub findings: Vec<Finding>,
+    /// The policy the rules were checked with.
+    pub policy: PolicyInUse,
 }
 
 impl CheckReport {
+    /// No finding that would refuse the submission or reject a record (warnings are fine).
     pub fn ok(&self) -> bool {
-        self.findings.is_empty()
+        !self.findings.iter().any(Finding::refuses)
+    }
+
+    /// How many records have a finding that refuses or rejects.
+    pub fn refused_records(&self) -> usize {
+        self.count_records(Finding::refuses)
+    }
+
+    /// How many records have warnings and nothing worse.
+    pub fn warned_records(&self) -> usize {
+        let refused: std::collections::BTreeSet<Option<usize>> = self
+            .findings
+            .iter()
+            .filter(|f| f.refuses())
+            .map(|f| f.record)
+            .collect();
+        self.count_records(|f| !f.refuses() && !refused.contains(&f.record))
+    }
+
+    fn count_records(&self, pred: impl Fn(&Finding) -> bool) -> usize {
+        let mut records: Vec<Option<usize>> = self
+            .findings
+            .iter()
+            .filter(|f| pred(f))
+            .map(|f| f.record)
+            .collect();
+        records.dedup();
+        records.len()
     }
 }
 
-/// Parses `input` and reports every problem that would make `submit` refuse it, storing
-/// nothing. `county` is the agent's county when it is enrolled (records of another county are
-/// findings then).
-pub fn check(input: &[u8], county: Option<&CountyCode>) -> CheckReport {
-    match parse_submission(input) {
-        Err(e) => CheckReport {
-            records: 0,
-            findings: vec![Finding::from(e)],
-        },
-        Ok(records) => CheckReport {
-            records: records.len(),
-            findings: record_findings(input, &records, county),
-        },
+/// Parses `input` and reports every problem that would make `submit` refuse it and every rule
+/// a record breaks as far as `view` can tell, storing nothing. `county` is the agent's county
+/// when it is enrolled (records of another county are malformed then). `view` is left holding
+/// the records as if stored: pass a copy, or a view built for this check alone.
+pub fn check(view: &mut LocalView, county: Option<&CountyCode>, input: &[u8]) -> CheckReport {
+    let policy = view.policy().clone();
+    let records = match parse_submission(input) {
+        Err(e) => {
+            return CheckReport {
+                records: 0,
+                findings: vec![Finding::from(e)],
+                policy,
+            };
+        }
+        Ok(records) => records,
+    };
+    let malformed = format_findings(input, &records, county);
+    let findings = if malformed.is_empty() {
+        rule_findings(input, &records, view)
+    } else {
+        malformed
+    };
+    CheckReport {
+        records: records.len(),
+        findings,
+        policy,
     }
 }
 
-/// Checks, signs and stores a whole submission, or refuses it and stores nothing. Returns the
-/// stored records only after the transaction holding them has committed.
-pub fn submit(
-    outbox: &mut Outbox,
-    key: &KeyPair,
+/// Takes submissions for one enrolled agent: owns an outbox connection and the local view of
+/// the rules, kept in step with that outbox after each append.
+#[derive(Debug)]
+pub struct Intake {
+    outbox: Outbox,
+    key: Arc<KeyPair>,
+    enrollment: Enrollment,
+    /// Built on first use; dropped whenever it may no longer match the outbox.
+    view: Option<LocalView>,
+}
+
+impl Intake {
+    /// An intake for the enrolled agent whose outbox this is.
+    pub fn new(outbox: Outbox, key: Arc<KeyPair>) -> Result<Intake, IntakeError> {
+        let enrollment = outbox.enrollment()?.ok_or(IntakeError::NotEnrolled)?;
+        Ok(Intake {
+            outbox,
+            key,
+            enrollment,
+            view: None,
+        })
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub fn enrollment(&self) -> &Enrollment {
+        &self.enrollment
+    }
+
+    /// Checks, judges, signs and stores a whole submission, or refuses it and stores nothing.
+    /// Returns the stored records, with their rule codes, only after the transaction holding
+    /// them has committed.
+    pub fn submit(
+        &mut self,
+        input: &[u8],
+        strictness: Strictness,
+        now_ms: i64,
+    ) -> Result<Vec<Stored>, IntakeError> {
+        let records =
+            parse_submission(input).map_err(|e| IntakeError::Refused(Box::new(e.into())))?;
+        if let Some(first) = format_findings(input, &records, Some(&self.enrollment.county))
+            .into_iter()
+            .next()
+        {
+            return Err(IntakeError::Refused(Box::new(first)));
+        }
+        let new: Vec<NewRecord<'_>> = records
+            .iter()
+            .map(|r| NewRecord {
+                body: &r.bytes,
+                kind: r.record.header.kind,
+                id: &r.record.header.id,
+                rev: r.record.header.rev,
+            })
+            .collect();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut view = self.take_view()?;
+            let expected_head = view.through_seq();
+            let judged = match strictness {
+                Strictness::Lenient => view.judge(&records),
+                Strictness::Strict => {
+                    let mut trial = view.clone();
+                    let judged = trial.judge(&records);
+                    if judged
+                        .iter()
+                        .flatten()
+                        .any(|f| f.rule.severity() == Severity::Reject)
+                    {
+                        let findings = rule_findings_from(input, &records, &judged);
+                        self.view = Some(view);
+                        return Err(IntakeError::BreaksRules {
+                            offences: offences(&findings),
+                            findings,
+                        });
+                    }
+                    view = trial;
+                    judged
+                }
+            };
+            // The view now holds the records; it goes back only once they are stored.
+            let agent = &self.enrollment.agent_id;
+            match self
+                .outbox
+                .append_at(&self.key, agent, expected_head, &new, now_ms)
+            {
+                Ok(seqs) => {
+                    if let Some(&last) = seqs.last() {
+                        view.stored(last);
+                    }
+                    self.view = Some(view);
+                    return Ok(seqs
+                        .into_iter()
+                        .zip(records)
+                        .zip(judged)
+                        .map(|((seq, r), findings)| stored(seq, r, &findings))
+                        .collect());
+                }
+                Err(OutboxError::HeadMoved { .. }) if tries < MAX_APPEND_TRIES => continue,
+                Err(OutboxError::HeadMoved { .. }) => return Err(OutboxError::Busy.into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reports what `submit` would say of `input`, storing nothing.
+    pub fn check(&mut self, input: &[u8]) -> Result<CheckReport, IntakeError> {
+        let view = self.take_view()?;
+        let mut trial = view.clone();
+        self.view = Some(view);
+        Ok(check(&mut trial, Some(&self.enrollment.county), input))
+    }
+
+    /// The local view, up to date with the outbox (built, caught up or rebuilt as needed).
+    fn take_view(&mut self) -> Result<LocalView, OutboxError> {
+        let agent = &self.enrollment.agent_id;
+        let hub_key = &self.enrollment.hub_public_key;
+        match self.view.take() {
+            Some(mut view) if view.follows_policy_of(&self.outbox)? => {
+                view.catch_up(&self.outbox)?;
+                Ok(view)
+            }
+            _ => LocalView::load(&self.outbox, agent, hub_key),
+        }
+    }
+}
+
+fn stored(seq: u64, r: InputRecord, findings: &[rules::Finding]) -> Stored {
+    let codes: Vec<String> = findings.iter().map(|f| f.rule.code().to_owned()).collect();
+    let detail = (!findings.is_empty()).then(|| describe(findings.iter()));
+    Stored {
+        seq,
+        kind: r.record.header.kind,
+        id: r.record.header.id,
+        rev: r.record.header.rev,
+        codes,
+        detail,
+    }
+}
+
+/// `CODE: why; CODE: why`.
+fn describe<'a>(findings: impl Iterator<Item = &'a rules::Finding>) -> String {
+    findings
+        .map(|f| format!("{}: {}", f.rule.code(), f.detail))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One line per record a strict submission is refused for, naming its number, line and the
+/// codes that reject it: `record 2 (line 2): BUDGET_EXCEEDED: …; DATE_ORDER: …`.
+fn offences(findings: &[Finding]) -> Vec<String> {
+    let mut out: Vec<(Option<usize>, String)> = Vec::new();
+    for f in findings.iter().filter(|f| f.refuses()) {
+        let why = format!(
+            "{}: {}",
+            f.code.as_deref().unwrap_or_default(),
+            rule_detail(f)
+        );
+        match out.last_mut() {
+            Some((record, text)) if *record == f.record => {
+                text.push_str("; ");
+                text.push_str(&why);
+            }
+            _ => out.push((f.record, format!("{}: {why}", place(f.record, f.line)))),
+        }
+    }
+    out.into_iter().map(|(_, text)| text).collect()
+}
+
+/// The sentence of a rule finding (its message after the code).
+fn rule_detail(f: &Finding) -> &str {
+    let code = f.code.as_deref().unwrap_or_default();
+    f.message
+        .split_once(&format!("{code}: "))
+        .map_or(f.message.as_str(), |(_, detail)| detail)
+}
+
+fn place(record: Option<usize>, line: Option<usize>) -> String {
+    match (record, line) {
+        (Some(r), Some(l)) => format!("record {r} (line {l})"),
+        (Some(r), None) => format!("record {r}"),
+        (None, Some(l)) => format!("line {l}"),
+        (None, None) => "the input".to_owned(),
+    }
+}
+
+/// Judges `records` with `view` and turns what it finds into findings naming record and line.
+fn rule_findings(input: &[u8], records: &[InputRecord], view: &mut LocalView) -> Vec<Finding> {
+    let judged = view.judge(records);
+    rule_findings_from(input, records, &judged)
+}
+
+fn rule_findings_from(
     input: &[u8],
-    now_ms: i64,
-) -> Result<Vec<Stored>, IntakeError> {
-    let enrollment = outbox.enrollment()?.ok_or(IntakeError::NotEnrolled)?;
-    let records = parse_submission(input).map_err(|e| IntakeError::Refused(e.into()))?;
-    if let Some(first) = record_findings(input, &records, Some(&enrollment.county))
-        .into_iter()
-        .next()
-    {
-        return Err(IntakeError::Refused(first));
+    records: &[InputRecord],
+    judged: &[Vec<rules::Finding>],
+) -> Vec<Finding> {
+    if judged.iter().all(Vec::is_empty) {
+        return Vec::new();
     }
-    let new: Vec<NewRecord<'_>> = records
-        .iter()
-        .map(|r| NewRecord {
-            body: &r.bytes,
-            kind: r.record.header.kind,
-            id: &r.record.header.id,
-            rev: r.record.header.rev,
-        })
-        .collect();
-    let seqs = outbox.append(key, &enrollment.agent_id, &new, now_ms)?;
-    Ok(seqs
-        .into_iter()
-        .zip(records)
-        .map(|(seq, r)| Stored {
-            seq,
-            kind: r.record.header.kind,
-            id: r.record.header.id,
-            rev: r.record.header.rev,
-            codes: Vec::new(),
-        })
-        .collect())
+    let lines = record_lines(input);
+    let mut out = Vec::new();
+    for (i, (r, findings)) in records.iter().zip(judged).enumerate() {
+        let line = lines.get(i).copied();
+        let id = r.record.header.id.as_str();
+        for f in findings {
+            out.push(Finding {
+                record: Some(i + 1),
+                line,
+                id: Some(id.to_owned()),
+                field: None,
+                code: Some(f.rule.code().to_owned()),
+                message: format!(
+                    "{} {id}: {}: {}",
+                    place(Some(i + 1), line),
+                    f.rule.code(),
+                    f.detail
+                ),
+                severity: Some(f.rule.severity()),
+            });
+        }
+    }
+    out
 }
 
 /// Problems of well-formed records that still make a submission unacceptable here: a county
 /// other than the agent's, or a body too large to sign.
-fn record_findings(
+fn format_findings(
     input: &[u8],
     records: &[InputRecord],
     county: Option<&CountyCode>,
@@ -170,10 +458,7 @@ fn record_findings(
         };
         let lines = lines.get_or_insert_with(|| record_lines(input));
         let line = lines.get(i).copied();
-        let place = match line {
-            Some(line) => format!("record {} (line {line})", i + 1),
-            None => format!("record {}", i + 1),
-        };
+        let place = place(Some(i + 1), line);
         let message = match field {
             Some(field) => format!("{place}: field `{field}`: {problem}"),
             None => format!("{place}: {problem}"),
@@ -181,11 +466,41 @@ fn record_findings(
         findings.push(Finding {
             record: Some(i + 1),
             line,
+            id: Some(r.record.header.id.to_string()),
             field: field.map(str::to_owned),
+            code: None,
             message,
+            severity: None,
         });
     }
     findings
+}
+
+/// An [`Intake`] used from async code: each call runs on tokio's blocking pool (SQLite and
+/// the rules are blocking work), one at a time.
+#[derive(Debug, Clone)]
+pub struct SharedIntake(Arc<Mutex<Intake>>);
+
+impl SharedIntake {
+    pub fn new(intake: Intake) -> SharedIntake {
+        SharedIntake(Arc::new(Mutex::new(intake)))
+    }
+
+    pub async fn call<R, F>(&self, f: F) -> Result<R, IntakeError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Intake) -> Result<R, IntakeError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-call leaves no half-written SQLite transaction and at worst a view
+            // taken out (rebuilt on next use), so a poisoned lock still guards a sound intake.
+            let mut intake = inner.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut intake)
+        })
+        .await
+        .map_err(|e| IntakeError::Outbox(OutboxError::Task(e.to_string())))?
+    }
 }
 
 /// The line each record of an already parsed submission starts on (only needed to explain a
@@ -218,7 +533,6 @@ fn record_lines(input: &[u8]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::Enrollment;
     use crate::outbox::tests::{agent, body, key};
 
     fn enrolled_outbox(dir: &tempfile::TempDir) -> Outbox {
@@ -236,15 +550,39 @@ mod tests {
         outbox
     }
 
+    fn intake(dir: &tempfile::TempDir) -> Intake {
+        Intake::new(enrolled_outbox(dir), Arc::new(key())).unwrap()
+    }
+
     fn lines(bodies: &[Vec<u8>]) -> Vec<u8> {
         bodies.join(&b'\n')
+    }
+
+    fn line(id: &str, amount: i64) -> Vec<u8> {
+        format!(
+            r#"{{"kind":"budget_line","id":"{id}","rev":1,"county":"430112","department":"101001","fiscal_year":2024,"catalogue_code":"A0501","amount_fen":{amount},"stage":"approved","approved_on":"2024-01-15"}}"#
+        )
+        .into_bytes()
+    }
+
+    fn contract(id: &str, line: &str, amount: i64, signed_on: &str) -> Vec<u8> {
+        format!(
+            r#"{{"kind":"contract","id":"{id}","rev":1,"county":"430112","budget_line_id":"{line}","supplier_uscc":"91350100M000100Y43","supplier_name":"颐养居家养老服务中心","method":"public_tender","catalogue_code":"A0501","amount_fen":{amount},"signed_on":"{signed_on}"}}"#
+        )
+        .into_bytes()
+    }
+
+    fn codes(stored: &[Stored]) -> Vec<String> {
+        stored.iter().map(|s| s.codes.join(",")).collect()
     }
 
     #[test]
     fn stores_a_whole_submission_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut outbox = enrolled_outbox(&dir);
-        let stored = submit(&mut outbox, &key(), &lines(&[body(1), body(2)]), 5).unwrap();
+        let mut intake = intake(&dir);
+        let stored = intake
+            .submit(&lines(&[body(1), body(2)]), Strictness::Lenient, 5)
+            .unwrap();
         assert_eq!(stored.len(), 2);
         assert_eq!((stored[0].seq, stored[1].seq), (1, 2));
         assert_eq!(stored[1].id.as_str(), "P-2");
@@ -259,12 +597,12 @@ mod tests {
     #[test]
     fn refuses_a_malformed_record_and_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut outbox = enrolled_outbox(&dir);
+        let mut intake = intake(&dir);
         let bad = String::from_utf8(body(3))
             .unwrap()
             .replace("\"amount_fen\":100", "\"amount_fen\":0");
         let input = lines(&[body(1), body(2), bad.into_bytes()]);
-        let Err(IntakeError::Refused(f)) = submit(&mut outbox, &key(), &input, 5) else {
+        let Err(IntakeError::Refused(f)) = intake.submit(&input, Strictness::Lenient, 5) else {
             panic!("not refused")
         };
         assert_eq!((f.record, f.line), (Some(3), Some(3)));
@@ -274,50 +612,195 @@ mod tests {
                 .starts_with("record 3 (line 3): field `amount_fen`"),
             "{f}"
         );
-        assert_eq!(outbox.head().unwrap().seq, 0);
+        assert_eq!(intake.outbox().head().unwrap().seq, 0);
     }
 
     #[test]
     fn refuses_a_record_of_another_county() {
         let dir = tempfile::tempdir().unwrap();
-        let mut outbox = enrolled_outbox(&dir);
+        let mut intake = intake(&dir);
         let other = String::from_utf8(body(2))
             .unwrap()
             .replace("430112", "431281");
         let input = format!("[\n{},\n{}\n]", String::from_utf8(body(1)).unwrap(), other);
-        let Err(IntakeError::Refused(f)) = submit(&mut outbox, &key(), input.as_bytes(), 5) else {
+        let Err(IntakeError::Refused(f)) = intake.submit(input.as_bytes(), Strictness::Lenient, 5)
+        else {
             panic!("not refused")
         };
         assert_eq!(f.record, Some(2));
         assert_eq!(f.line, Some(3));
         assert_eq!(f.field.as_deref(), Some("county"));
+        assert_eq!(f.id.as_deref(), Some("P-2"));
         assert!(f.message.contains("431281"), "{f}");
-        assert_eq!(outbox.head().unwrap().seq, 0);
+        assert_eq!(intake.outbox().head().unwrap().seq, 0);
 
-        let report = check(
-            input.as_bytes(),
-            Some(&CountyCode::parse("430112").unwrap()),
-        );
+        let report = intake.check(input.as_bytes()).unwrap();
         assert_eq!(report.records, 2);
-        assert_eq!(report.findings, vec![f]);
-        assert!(check(input.as_bytes(), None).ok());
+        assert_eq!(report.findings, vec![*f]);
+        assert!(!report.ok());
+        assert!(check(&mut LocalView::empty(None), None, input.as_bytes()).ok());
     }
 
     #[test]
     fn refuses_when_not_enrolled() {
         let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
         assert!(matches!(
-            submit(&mut outbox, &key(), &body(1), 5),
+            Intake::new(outbox, Arc::new(key())),
             Err(IntakeError::NotEnrolled)
         ));
     }
 
     #[test]
     fn reports_syntax_errors_with_their_line() {
-        let report = check(b"{\"kind\":\"payment\"}\n{oops", None);
+        let report = check(
+            &mut LocalView::empty(None),
+            None,
+            b"{\"kind\":\"payment\"}\n{oops",
+        );
         assert!(!report.ok());
         assert_eq!(report.findings[0].line, Some(2));
         assert_eq!(report.findings[0].record, None);
+    }
+
+    #[test]
+    fn records_that_break_rules_are_stored_with_their_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut intake = intake(&dir);
+        let input = lines(&[
+            line("BL-1", 100),
+            contract("C-1", "BL-1", 200, "2024-03-01"),
+        ]);
+        let stored = intake.submit(&input, Strictness::Lenient, 5).unwrap();
+        assert_eq!(codes(&stored), ["", "BUDGET_EXCEEDED"]);
+        let detail = stored[1].detail.as_deref().unwrap();
+        assert!(detail.starts_with("BUDGET_EXCEEDED: 200 fen"), "{detail}");
+        assert_eq!(intake.outbox().head().unwrap().seq, 2);
+
+        // The view stays in step: the next submission is judged against both.
+        let stored = intake
+            .submit(
+                &contract("C-2", "BL-1", 100, "2023-12-01"),
+                Strictness::Lenient,
+                6,
+            )
+            .unwrap();
+        assert_eq!(codes(&stored), ["YEAR_MISMATCH,DATE_ORDER"]);
+    }
+
+    #[test]
+    fn a_strict_submission_that_breaks_a_rule_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut intake = intake(&dir);
+        let input = lines(&[
+            line("BL-1", 100),
+            contract("C-1", "BL-1", 200, "2024-03-01"),
+            contract("C-2", "BL-1", 50, "2024-01-01"),
+        ]);
+        let Err(IntakeError::BreaksRules { offences, findings }) =
+            intake.submit(&input, Strictness::Strict, 5)
+        else {
+            panic!("not refused")
+        };
+        assert_eq!(findings.len(), 2);
+        assert_eq!(offences.len(), 2);
+        assert!(
+            offences[0].starts_with("record 2 (line 2): BUDGET_EXCEEDED: 200 fen"),
+            "{offences:?}"
+        );
+        assert!(
+            offences[1].starts_with("record 3 (line 3): DATE_ORDER: signed_on"),
+            "{offences:?}"
+        );
+        assert_eq!(intake.outbox().head().unwrap().seq, 0);
+
+        // The same file without the offending records is stored, strict or not.
+        let ok = lines(&[line("BL-1", 100), contract("C-1", "BL-1", 80, "2024-03-01")]);
+        let stored = intake.submit(&ok, Strictness::Strict, 6).unwrap();
+        assert_eq!(codes(&stored), ["", ""]);
+        let report = intake
+            .check(&contract("C-3", "BL-1", 30, "2024-03-02"))
+            .unwrap();
+        assert!(!report.ok());
+        assert_eq!(report.refused_records(), 1);
+        assert_eq!(
+            report.findings[0].message,
+            format!(
+                "record 1 (line 1) C-3: BUDGET_EXCEEDED: {}",
+                report.findings[0]
+                    .message
+                    .split_once("BUDGET_EXCEEDED: ")
+                    .unwrap()
+                    .1
+            )
+        );
+        assert_eq!(intake.outbox().head().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn another_writer_appending_first_is_seen_before_judging() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut intake = intake(&dir);
+        intake
+            .submit(&line("BL-1", 100), Strictness::Lenient, 5)
+            .unwrap();
+        // Another process (say the CLI) stores a contract on the line.
+        let mut other = Intake::new(
+            Outbox::open(&dir.path().join("outbox.db")).unwrap(),
+            Arc::new(key()),
+        )
+        .unwrap();
+        other
+            .submit(
+                &contract("C-1", "BL-1", 90, "2024-03-01"),
+                Strictness::Lenient,
+                6,
+            )
+            .unwrap();
+        let stored = intake
+            .submit(
+                &contract("C-2", "BL-1", 20, "2024-03-01"),
+                Strictness::Lenient,
+                7,
+            )
+            .unwrap();
+        assert_eq!(stored[0].seq, 3);
+        assert_eq!(codes(&stored), ["BUDGET_EXCEEDED"]);
+    }
+
+    #[test]
+    fn a_policy_cached_meanwhile_is_used_at_once() {
+        use tongbu_shared::policy::{PolicyBundle, default_policy};
+        use tongbu_shared::signed::Signed;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut intake = intake(&dir);
+        let negative = String::from_utf8(line("BL-9", 100))
+            .unwrap()
+            .replace("A0501", "N0201");
+        let report = intake.check(negative.as_bytes()).unwrap();
+        assert!(report.ok(), "{:?}", report.findings);
+        assert_eq!(report.policy, PolicyInUse::NoneCached);
+
+        // The sync loop caches the hub's policy through its own connection.
+        let hub = KeyPair::from_seed(&[1; 32]).unwrap();
+        let signed = Signed::sign(&hub, &PolicyBundle::new(1, 0, default_policy())).unwrap();
+        Outbox::open(&dir.path().join("outbox.db"))
+            .unwrap()
+            .save_policy(&crate::outbox::StoredPolicy {
+                version: 1,
+                payload: signed.payload_bytes().to_vec(),
+                sig: signed.signature().0.to_vec(),
+                fetched_at_ms: 1,
+            })
+            .unwrap();
+        let report = intake.check(negative.as_bytes()).unwrap();
+        assert_eq!(report.policy, PolicyInUse::Cached(1));
+        let codes: Vec<&str> = report
+            .findings
+            .iter()
+            .filter_map(|f| f.code.as_deref())
+            .collect();
+        assert_eq!(codes, ["NOT_IN_CATALOGUE", "NEGATIVE_LIST"]);
     }
 }

@@ -8,7 +8,12 @@
 //! - [`data_dir`]: the data directory and the files in it;
 //! - [`keyfile`]: the agent's private key (`agent.key`, PKCS#8, mode 0600);
 //! - [`outbox`]: the SQLite outbox, the only module with SQL (`migrations/` holds the schema);
-//! - [`intake`]: a submission in, signed and stored records (or a refusal naming the field) out;
+//! - [`policy`]: the hub-signed policy bundle, pulled conditionally and cached (re-verified
+//!   with the pinned hub key whenever it is loaded);
+//! - [`rules`]: the local view of the in-step rules (the shared engine over the cached policy
+//!   and this agent's own stored records);
+//! - [`intake`]: a submission in, judged, signed and stored records with their rule codes (or a
+//!   refusal naming the field) out;
 //! - [`client`]: the signed HTTP client for the hub's agent API, verifying hub signatures;
 //! - [`enroll`]: one-time enrollment with a token, pinning the hub's key;
 //! - [`sync`]: the sync step (`Syncer::sync_once`) and its loop (`run_until_stopped`);
@@ -19,7 +24,8 @@
 //! Invariants: envelope seqs run from 1 without gaps, each `prev` is the previous envelope's
 //! hash and the head is the last row; the outbox is append-only (records stay after the hub
 //! acknowledges them); `acked_seq` moves only on a hub-signed receipt or watermark that matches
-//! the local chain, and never past the local head.
+//! the local chain, and never past the local head; a policy is used only if it verifies against
+//! the pinned hub key, and the cached policy version never goes back.
 
 pub mod client;
 pub mod clock;
@@ -29,6 +35,8 @@ pub mod http;
 pub mod intake;
 pub mod keyfile;
 pub mod outbox;
+pub mod policy;
+pub mod rules;
 pub mod service;
 pub mod status;
 pub mod sync;

@@ -1,7 +1,7 @@
 //! The agent service: the loopback intake server and the sync loop, run together until a
 //! shutdown future completes (SIGTERM/SIGINT in the binary). Also the entry points a demo can
-//! drive in-process (`run`, `enroll`, `submit`); these return `anyhow` errors with context,
-//! since they sit at task boundaries.
+//! drive in-process (`run`, `enroll`, `submit`, `pull_policy`); these return `anyhow` errors
+//! with context, since they sit at task boundaries.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,14 +14,15 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{Notify, watch};
 use tongbu_shared::KeyPair;
 use tongbu_shared::protocol::EnrollResponse;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::data_dir::DataDir;
 use crate::http::{self, IntakeState};
-use crate::intake::{self, Stored};
+use crate::intake::{Intake, SharedIntake, Stored, Strictness};
 use crate::keyfile;
 use crate::outbox::{Enrollment, Outbox, SharedOutbox};
+use crate::policy::PolicyPull;
 use crate::sync::{self, LoopOptions, Syncer};
 
 /// How the service runs. [`ServiceOptions::new`] gives the CLI's defaults.
@@ -117,10 +118,9 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let key = Arc::new(key);
     let wake = Arc::new(Notify::new());
+    let intake = Intake::new(outbox, Arc::clone(&key))?;
     let intake = http::app(IntakeState {
-        outbox: SharedOutbox::new(outbox),
-        key: Arc::clone(&key),
-        county: enrollment.county.clone(),
+        intake: SharedIntake::new(intake),
         clock: Arc::clone(&clock),
         wake: Arc::clone(&wake),
     });
@@ -174,11 +174,44 @@ fn random_seed() -> u64 {
     u64::from_le_bytes(seed)
 }
 
-/// Enrolls the agent in `data_dir` with the hub at `hub_url` using a one-time `token`.
+/// Enrolls the agent in `data_dir` with the hub at `hub_url` using a one-time `token`, then
+/// pulls the hub's policy (best effort: a failed pull is logged and left to the sync loop).
 pub async fn enroll(data_dir: &Path, hub_url: &str, token: &str) -> anyhow::Result<EnrollResponse> {
     let dir = DataDir::open(data_dir)?;
     let (_, response) = crate::enroll::enroll(&dir, hub_url, token, Arc::new(SystemClock)).await?;
+    if let Err(e) = pull_policy(data_dir).await {
+        warn!(error = %format!("{e:#}"), "enrolled, but the policy could not be pulled yet; the sync loop will try again");
+    }
     Ok(response)
+}
+
+/// Pulls the hub's policy once for the enrolled agent in `data_dir` (a conditional signed
+/// `GET`; a bundle is cached only if it verifies against the pinned hub key and is newer). A
+/// failure is also kept as the agent's last error.
+pub async fn pull_policy(data_dir: &Path) -> anyhow::Result<PolicyPull> {
+    let data_dir = data_dir.to_owned();
+    let agent = tokio::task::spawn_blocking(move || open_enrolled(&data_dir))
+        .await
+        .context("opening the data directory stopped")??;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let outbox = SharedOutbox::new(agent.outbox);
+    let mut syncer = Syncer::new(
+        outbox.clone(),
+        &agent.enrollment,
+        Arc::new(agent.key),
+        Arc::clone(&clock),
+        sync::DEFAULT_BATCH_SIZE,
+    )?;
+    match syncer.pull_policy().await {
+        Ok(pulled) => Ok(pulled),
+        Err(e) => {
+            let line = e.to_string().replace(['\n', '\r'], " ");
+            let now = clock.now_ms();
+            // Failing to note it matters less than the failure itself.
+            let _ = outbox.call(move |o| o.record_failure(&line, now)).await;
+            Err(anyhow::Error::new(e).context("cannot pull the policy"))
+        }
+    }
 }
 
 /// Points the enrolled agent in `data_dir` at the hub's new URL (the hub moved); returns the
@@ -192,11 +225,13 @@ pub fn set_hub_url(data_dir: &Path, hub_url: &str) -> anyhow::Result<String> {
     Ok(previous)
 }
 
-/// Checks, signs and stores a submission into the outbox in `data_dir`, all or nothing. This
-/// blocks on SQLite; from async code call it through `spawn_blocking`. A running service
-/// sends the records at its next heartbeat.
+/// Checks, judges, signs and stores a submission into the outbox in `data_dir`, all or
+/// nothing; each stored record carries the rule codes the agent can check locally. This blocks
+/// on SQLite; from async code call it through `spawn_blocking`. A running service sends the
+/// records at its next heartbeat.
 pub fn submit(data_dir: &Path, input: &[u8]) -> anyhow::Result<Vec<Stored>> {
-    let mut agent = open_enrolled(data_dir)?;
-    let stored = intake::submit(&mut agent.outbox, &agent.key, input, SystemClock.now_ms())?;
+    let agent = open_enrolled(data_dir)?;
+    let mut intake = Intake::new(agent.outbox, Arc::new(agent.key))?;
+    let stored = intake.submit(input, Strictness::Lenient, SystemClock.now_ms())?;
     Ok(stored)
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::outbox::{Outbox, OutboxError};
+use crate::policy;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
@@ -18,9 +19,12 @@ pub struct Status {
     /// RFC 3339 UTC time of the last successful sync.
     pub last_sync: Option<String>,
     pub last_error: Option<String>,
-    /// The policy bundle version in use (none until policies are pulled).
+    /// The cached policy bundle version in use (none until one is pulled, or when the cached
+    /// bundle no longer verifies against the pinned hub key).
     pub policy_version: Option<u64>,
+    /// This agent's records whose latest outcome from the hub is `held`.
     pub held: u64,
+    /// This agent's records whose latest outcome from the hub is `rejected`.
     pub rejected: u64,
 }
 
@@ -29,6 +33,10 @@ pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
     let head = outbox.head()?;
     let state = outbox.sync_state()?;
     let counts = outbox.outcome_counts()?;
+    let policy_version = match &enrollment {
+        Some(e) => policy::cached_version(outbox, &e.hub_public_key)?,
+        None => None,
+    };
     Ok(Status {
         agent_id: enrollment.as_ref().map(|e| e.agent_id.to_string()),
         county: enrollment.as_ref().map(|e| e.county.to_string()),
@@ -38,7 +46,7 @@ pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
         queue_depth: head.seq.saturating_sub(state.acked_seq),
         last_sync: state.last_sync_ms.map(rfc3339),
         last_error: state.last_error,
-        policy_version: None,
+        policy_version,
         held: counts.held,
         rejected: counts.rejected,
     })

@@ -1,11 +1,14 @@
-//! Syncing the chain to the hub: [`Syncer::sync_once`] is one step (reconcile with the hub's
-//! watermark when needed, then send batches in seq order until nothing is left, applying each
-//! verified receipt); [`run_until_stopped`] repeats it with backoff, a heartbeat and wake-ups.
+//! Syncing the chain to the hub: [`Syncer::sync_once`] is one step (pull the policy when the
+//! hub has a version other than the cached one, reconcile with the hub's watermark when
+//! needed, then send batches in seq order until nothing is left, applying each verified
+//! receipt); [`run_until_stopped`] repeats it with backoff, a heartbeat and wake-ups.
 //!
 //! Invariants: the local chain is never rewritten to please the hub; `acked_seq` moves only to
 //! a point where the hub's signed hash equals the local one (down when the hub lost records,
-//! up when an acknowledgement was lost), in a transaction with the receipt's outcomes; a fork
-//! or a hub that holds more than this agent stops sending and is reported in `last_error`.
+//! up when an acknowledgement was lost), in a transaction with the receipt's outcomes, outcome
+//! updates and outcome cursor; a fork or a hub that holds more than this agent stops sending
+//! and is reported in `last_error`. A refused policy bundle does not stop records from
+//! flowing: it is reported in `last_error` after a round that sent everything.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,18 +21,21 @@ use tongbu_shared::KeyPair;
 use tongbu_shared::crypto::{Digest, PublicKey};
 use tongbu_shared::envelope::Envelope;
 use tongbu_shared::protocol::{
-    AgentState, BatchRequest, ErrorCode, Heartbeat, MAX_BATCH_ENVELOPES,
+    AgentState, BatchRequest, ErrorCode, Heartbeat, MAX_BATCH_ENVELOPES, MAX_OUTCOME_UPDATES,
 };
 use tracing::{debug, info, warn};
 
 use crate::client::{ClientError, Credentials, HubClient};
 use crate::clock::Clock;
 use crate::outbox::{Enrollment, Head, OutboxError, SharedOutbox};
+use crate::policy::{self, PolicyPull, PullError};
 
 /// Records per batch unless configured otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 500;
 /// How often one `sync_once` may re-read the watermark after the hub asked it to resync.
 const MAX_RESYNCS_PER_STEP: u32 = 3;
+/// How many extra heartbeats one `sync_once` may send to collect a long run of outcome updates.
+const MAX_UPDATE_ROUNDS_PER_STEP: u32 = 100;
 
 /// How the local chain and the hub's copy of it disagree. Neither is repaired automatically:
 /// records are facts, so a person must look.
@@ -160,13 +166,18 @@ impl SyncError {
 }
 
 /// What one successful step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncSummary {
     /// Envelopes sent (resends included).
     pub sent: u64,
     pub acked_seq: u64,
     pub head_seq: u64,
     pub duration: Duration,
+    /// What the policy pull did, when one ran and worked.
+    pub policy: Option<PolicyPull>,
+    /// A problem beside the records (a policy bundle refused or not reachable), also kept as
+    /// the last error.
+    pub problem: Option<String>,
 }
 
 /// Syncs one agent's outbox to its hub. Owns its own outbox connection.
@@ -179,6 +190,10 @@ pub struct Syncer {
     batch_size: usize,
     /// Set at start and after any error: read the hub's watermark before sending.
     need_watermark: bool,
+    /// The policy version the hub's last receipt named (unknown until one arrives).
+    hub_policy_version: Option<u64>,
+    /// Pull the policy at the next step whatever the versions say.
+    policy_due: bool,
 }
 
 /// What is to be sent next.
@@ -188,6 +203,7 @@ struct Plan {
     head: Head,
     batch: Vec<(Envelope, Digest)>,
     last_error: Option<String>,
+    outcome_cursor: u64,
 }
 
 impl Syncer {
@@ -210,17 +226,71 @@ impl Syncer {
             clock,
             batch_size: batch_size.clamp(1, MAX_BATCH_ENVELOPES),
             need_watermark: true,
+            hub_policy_version: None,
+            policy_due: false,
         })
     }
 
-    /// Sends everything not yet acknowledged (or one empty batch as a heartbeat), then records
-    /// the result in `sync_state`: `last_sync_ms` and no error, or the error's one-line text.
+    /// Makes the next step pull the policy (conditionally) whatever the versions say.
+    pub fn want_policy(&mut self) {
+        self.policy_due = true;
+    }
+
+    /// Pulls the hub's policy once (conditional signed `GET`); see [`policy::pull`].
+    pub async fn pull_policy(&mut self) -> Result<PolicyPull, PullError> {
+        let now = self.clock.now_ms();
+        // Until a pull succeeds, every step asks again (and so keeps reporting a refusal).
+        self.policy_due = true;
+        let pulled = policy::pull(&self.client, &self.creds, &self.outbox, now).await?;
+        self.policy_due = false;
+        if let PolicyPull::Updated { from, to } = pulled {
+            info!(from = ?from, to, "policy updated");
+        }
+        Ok(pulled)
+    }
+
+    /// Pulls the policy when one is due: asked for, none cached (unless the hub said it has
+    /// none), or the hub's last receipt named another version than the cached one.
+    async fn policy_round(&mut self) -> Result<Option<PolicyPull>, PullError> {
+        let hub_key = self.creds.hub_key;
+        let cached = self
+            .outbox
+            .call(move |o| policy::cached_version(o, &hub_key))
+            .await?;
+        let due = self.policy_due
+            || match (cached, self.hub_policy_version) {
+                (None, Some(0)) => false,
+                (None, _) => true,
+                (Some(c), Some(hub)) => hub != 0 && hub != c,
+                (Some(_), None) => false,
+            };
+        if !due {
+            return Ok(None);
+        }
+        self.pull_policy().await.map(Some)
+    }
+
+    /// Pulls the policy when due, sends everything not yet acknowledged (or one empty batch as
+    /// a heartbeat), then records the result in `sync_state`: `last_sync_ms` and no error (or
+    /// the policy problem), or the error's one-line text.
     pub async fn sync_once(&mut self) -> Result<SyncSummary, SyncError> {
         let started = Instant::now();
-        let result = self.send_all(started).await;
+        let (pulled, problem) = match self.policy_round().await {
+            Ok(pulled) => (pulled, None),
+            Err(e) => (None, Some(e.to_string().replace(['\n', '\r'], " "))),
+        };
+        let result = self.send_all(started).await.map(|summary| SyncSummary {
+            policy: pulled,
+            problem: problem.clone(),
+            ..summary
+        });
         let now = self.clock.now_ms();
         let noted = match &result {
-            Ok(_) => self.outbox.call(move |o| o.record_success(now)).await,
+            Ok(_) => {
+                self.outbox
+                    .call(move |o| o.record_sync(now, problem.as_deref()))
+                    .await
+            }
             Err(e) => {
                 self.need_watermark = true;
                 let line = e.to_string().replace(['\n', '\r'], " ");
@@ -238,6 +308,7 @@ impl Syncer {
     async fn send_all(&mut self, started: Instant) -> Result<SyncSummary, SyncError> {
         let mut sent = 0u64;
         let mut resyncs = 0u32;
+        let mut update_rounds = 0u32;
         loop {
             if self.need_watermark {
                 self.reconcile().await?;
@@ -267,7 +338,7 @@ impl Syncer {
                     queue_depth: plan.head.seq.saturating_sub(sent_through),
                     agent_version: crate::AGENT_VERSION.to_owned(),
                     last_error: plan.last_error,
-                    outcome_cursor: 0,
+                    outcome_cursor: plan.outcome_cursor,
                 },
                 envelopes: plan.batch.into_iter().map(|(e, _)| e).collect(),
             };
@@ -310,17 +381,25 @@ impl Syncer {
                 }
                 Err(p) => return Err(SyncError::BadReceipt(p.to_string())),
             }
-            let (acked, hash, outcomes) = (receipt.acked_seq, receipt.head_hash, receipt.outcomes);
-            self.outbox
-                .call(move |o| o.apply_receipt(acked, hash, &outcomes))
-                .await?;
+            let acked = receipt.acked_seq;
+            self.hub_policy_version = Some(receipt.policy_version);
+            // A full page of updates that moved the cursor: more may wait at the hub.
+            let more_updates = receipt.updates.len() >= MAX_OUTCOME_UPDATES
+                && receipt.outcome_cursor > plan.outcome_cursor;
+            self.outbox.call(move |o| o.apply_receipt(&receipt)).await?;
             sent += count;
             if acked >= plan.head.seq {
+                if more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP {
+                    update_rounds += 1;
+                    continue;
+                }
                 return Ok(SyncSummary {
                     sent,
                     acked_seq: acked,
                     head_seq: plan.head.seq,
                     duration: started.elapsed(),
+                    policy: None,
+                    problem: None,
                 });
             }
         }
@@ -340,6 +419,7 @@ impl Syncer {
                     head,
                     batch: o.envelopes_after(&agent, state.acked_seq, limit)?,
                     last_error: state.last_error,
+                    outcome_cursor: state.outcome_cursor,
                 })
             })
             .await?)
@@ -509,8 +589,17 @@ pub async fn run_until_stopped<S: SyncStep>(
         let (delay, wakeable) = match result {
             Ok(summary) => {
                 backoff.reset();
-                if failing.take().is_some() {
-                    info!(acked_seq = summary.acked_seq, "sync recovered");
+                match (&summary.problem, failing.take()) {
+                    // Records flow, but something beside them is wrong (a policy refused):
+                    // logged once when it starts, like an error.
+                    (Some(p), before) => {
+                        if before.as_deref() != Some(p.as_str()) {
+                            warn!(problem = %p, "synced, but not everything is right");
+                        }
+                        failing = Some(p.clone());
+                    }
+                    (None, Some(_)) => info!(acked_seq = summary.acked_seq, "sync recovered"),
+                    (None, None) => {}
                 }
                 if summary.sent > 0 {
                     info!(
@@ -655,6 +744,8 @@ mod tests {
                     acked_seq: sent,
                     head_seq: sent,
                     duration: Duration::ZERO,
+                    policy: None,
+                    problem: None,
                 })
             }
         }

@@ -1,6 +1,8 @@
 //! The real `tongbu-agent` binary against the fake hub: enroll, submit (stored and refused),
 //! sync --once, status, run (READY line, POST /records, wake-up, SIGTERM) and verify (intact
-//! and altered), checking the exact output lines the v1 interface promises.
+//! and altered); rule codes at intake, `--strict`, `check` exit codes, the local view across
+//! processes and offline, and enrollment without a usable policy, checking the exact output
+//! lines the v1 interface promises.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,9 +12,10 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::FakeHub;
+use common::{FakeHub, PolicyMode};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
+use tongbu_shared::protocol::Outcome;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tongbu-agent");
 
@@ -124,7 +127,10 @@ async fn the_agent_cli_end_to_end_against_a_fake_hub() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).starts_with("record 3 (line 3): field `amount_fen`"));
     let out = agent(&data, &["check", file.to_str().unwrap()], None).await;
-    assert_eq!(text(&out.stdout), "ok: 3 records are well formed\n");
+    assert_eq!(
+        text(&out.stdout),
+        "ok: 3 records are well formed and break no rule the agent can check\n"
+    );
 
     // sync --once and status
     let out = agent(&data, &["sync", "--once"], None).await;
@@ -207,5 +213,232 @@ async fn the_agent_cli_end_to_end_against_a_fake_hub() {
         text(&out.stdout).starts_with("seq 2: the signature does not verify"),
         "{}",
         text(&out.stdout)
+    );
+}
+
+fn budget_line(id: &str, amount: i64, catalogue: &str) -> String {
+    format!(
+        r#"{{"kind":"budget_line","id":"{id}","rev":1,"county":"430112","department":"101001","fiscal_year":2024,"catalogue_code":"{catalogue}","amount_fen":{amount},"stage":"approved","approved_on":"2024-01-15"}}"#
+    )
+}
+
+fn contract(id: &str, line: &str, amount: i64) -> String {
+    format!(
+        r#"{{"kind":"contract","id":"{id}","rev":1,"county":"430112","budget_line_id":"{line}","supplier_uscc":"91350100M000100Y43","supplier_name":"颐养居家养老服务中心","method":"public_tender","catalogue_code":"A0501","amount_fen":{amount},"signed_on":"2024-03-01"}}"#
+    )
+}
+
+fn contract_payment(id: &str, contract: &str, amount: i64) -> String {
+    format!(
+        r#"{{"kind":"payment","id":"{id}","rev":1,"county":"430112","contract_id":"{contract}","amount_fen":{amount},"paid_on":"2024-04-01","voucher_no":"GK-{id}"}}"#
+    )
+}
+
+async fn status_json(data: &Path) -> serde_json::Value {
+    let out = agent(data, &["status", "--json"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_judged_at_intake_and_checked_offline() {
+    let hub = FakeHub::start(None, &["tok-1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("agent");
+    let out = agent(
+        &data,
+        &["enroll", "--hub", &hub.url, "--token", "tok-1"],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("policy version 1 cached"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(status_json(&data).await["policy_version"], 1);
+
+    // A contract over its budget line is stored with its code, beside the line.
+    let first = dir.path().join("first.jsonl");
+    std::fs::write(
+        &first,
+        [
+            budget_line("BL-1", 100, "A0501"),
+            contract("C-1", "BL-1", 200),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = agent(&data, &["submit", first.to_str().unwrap()], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "seq=1 kind=budget_line id=BL-1 rev=1\nseq=2 kind=contract id=C-1 rev=1 codes=BUDGET_EXCEEDED\n"
+    );
+    assert!(
+        text(&out.stderr).contains("seq=2 id=C-1: BUDGET_EXCEEDED: 200 fen"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(status_json(&data).await["head_seq"], 2);
+
+    // --strict refuses the whole file, naming the record, its line and its codes.
+    let strict = [contract("C-2", "BL-1", 50), contract("C-3", "BL-1", 60)].join("\n");
+    let out = agent(&data, &["submit", "--strict", "-"], Some(strict.as_bytes())).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).starts_with(
+            "error: refused (--strict), nothing stored: record 2 (line 2): BUDGET_EXCEEDED: 60 fen"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(status_json(&data).await["head_seq"], 2);
+
+    // A new process replays what is stored: a contract in a second file is judged against the
+    // budget line from the first (C-1 was over budget, so it holds nothing of it).
+    let out = agent(
+        &data,
+        &["submit", "-"],
+        Some(contract("C-4", "BL-1", 150).as_bytes()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "seq=3 kind=contract id=C-4 rev=1 codes=BUDGET_EXCEEDED\n"
+    );
+    let out = agent(
+        &data,
+        &["submit", "--strict", "-"],
+        Some(contract("C-5", "BL-1", 40).as_bytes()),
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "seq=4 kind=contract id=C-5 rev=1\n");
+
+    // check: a rejecting code exits 1, warnings alone exit 0; nothing is stored.
+    let over = [
+        contract_payment("P-1", "C-5", 30),
+        contract("C-9", "BL-1", 70),
+    ]
+    .join("\n");
+    let out = agent(&data, &["check", "-"], Some(over.as_bytes())).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("record 2 (line 2) C-9: BUDGET_EXCEEDED: 70 fen"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1],
+        "1 of 2 record(s) break a rule the agent can check"
+    );
+    let out = agent(
+        &data,
+        &["check", "-"],
+        Some(contract_payment("P-2", "C-5", 40).as_bytes()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "record 1 (line 1) P-2: PAID_WITHOUT_EVALUATION: final payment of contract C-5 without a performance evaluation\n\
+         ok: 1 records are well formed and break no rule the agent can check; 1 with warnings\n"
+    );
+    assert_eq!(status_json(&data).await["head_seq"], 4);
+
+    // The hub's outcomes show in status.
+    hub.lock()
+        .verdicts
+        .insert(2, (Outcome::Rejected, vec!["BUDGET_EXCEEDED".into()]));
+    hub.lock()
+        .verdicts
+        .insert(4, (Outcome::Held, vec!["AWAITING_BUDGET_LINE".into()]));
+    let out = agent(&data, &["sync", "--once"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("policy version 1 is current"),
+        "{}",
+        text(&out.stderr)
+    );
+    let status = status_json(&data).await;
+    assert_eq!(
+        (
+            &status["held"],
+            &status["rejected"],
+            &status["policy_version"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(1)
+        )
+    );
+
+    // With the hub gone, the cached policy still judges: a negative-list code is caught.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let out = agent(&data, &["set-hub", "--hub", &dead], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = agent(
+        &data,
+        &["check", "-"],
+        Some(budget_line("BL-2", 500, "N0201").as_bytes()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("record 1 (line 1) BL-2: NOT_IN_CATALOGUE: ")
+            && stdout.contains("\nrecord 1 (line 1) BL-2: NEGATIVE_LIST: catalogue code N0201"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_stands_when_the_policy_does_not_verify() {
+    let hub = FakeHub::start(None, &["tok-1"]).await;
+    hub.lock().policy_mode = PolicyMode::Forged;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("agent");
+    let out = agent(
+        &data,
+        &["enroll", "--hub", &hub.url, "--token", "tok-1"],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("enrolled as 430112-0000abcd"));
+    assert!(
+        text(&out.stderr).contains("warning: enrolled, but the policy could not be pulled yet"),
+        "{}",
+        text(&out.stderr)
+    );
+    let status = status_json(&data).await;
+    assert!(status["policy_version"].is_null());
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad_hub_signature: the hub's policy bundle"),
+        "{status}"
+    );
+
+    // Without a policy the catalogue and negative list are not checked, and check says so.
+    let out = agent(
+        &data,
+        &["check", "-"],
+        Some(budget_line("BL-2", 500, "N0201").as_bytes()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "ok: 1 records are well formed and break no rule the agent can check (no policy cached yet: the catalogue and negative list were not checked)\n"
     );
 }

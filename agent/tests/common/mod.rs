@@ -1,26 +1,30 @@
-//! A tiny fake hub for the agent's tests (axum on 127.0.0.1:0) speaking the v1 enroll, batches
-//! and watermark calls with the shared types and a fixed hub key. It checks request signatures
-//! and chain continuity like the real hub, and can be told to lose records, forge receipts or
-//! quarantine the agent.
+//! A tiny fake hub for the agent's tests (axum on 127.0.0.1:0) speaking the v1 enroll, batches,
+//! watermark and policy calls with the shared types and a fixed hub key. It checks request
+//! signatures and chain continuity like the real hub, and can be told to lose records, forge
+//! receipts, quarantine the agent, hold or reject records and change their outcomes later, and
+//! serve a policy honestly (ETag, `If-None-Match`, 304) or not (rolled back, conflicting,
+//! forged).
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tongbu_shared::KeyPair;
 use tongbu_shared::crypto::{Digest, Domain, PublicKey, Signature};
 use tongbu_shared::envelope::{Envelope, verify_run};
-use tongbu_shared::ids::{AgentId, CountyCode};
+use tongbu_shared::ids::{AgentId, Code, CountyCode};
+use tongbu_shared::policy::{Entry, PolicyBundle, default_policy};
 use tongbu_shared::protocol::{
     AgentState, ApiError, BatchRequest, EnrollRequest, EnrollResponse, ErrorCode, Heartbeat,
-    Outcome, PROTOCOL_VERSION, Receipt, RecordOutcome, Watermark,
+    Outcome, POLICY_PATH, PROTOCOL_VERSION, Receipt, RecordOutcome, Watermark,
 };
 use tongbu_shared::signed::{
     HEADER_AGENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, Signed,
@@ -45,6 +49,31 @@ pub enum ReceiptMode {
     Unsigned,
 }
 
+/// How the fake hub serves its policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMode {
+    /// The current bundle, signed by the hub key; `If-None-Match` naming it gets a 304.
+    Honest,
+    /// The version before the current one (an old bundle replayed).
+    Rollback,
+    /// The current version with other content, whatever `If-None-Match` says.
+    Conflict,
+    /// The next version, signed by another key.
+    Forged,
+}
+
+/// The policy bundle the fake hub starts with: the default policy as version `version`.
+pub fn bundle(version: u64) -> PolicyBundle {
+    PolicyBundle::new(version, 1_700_000_000_000, default_policy())
+}
+
+/// One policy request the fake hub answered: the `If-None-Match` it carried and the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRequest {
+    pub if_none_match: Option<String>,
+    pub status: u16,
+}
+
 #[derive(Debug)]
 pub struct Hub {
     /// The enrolled agent's key (one agent per fake hub).
@@ -56,6 +85,61 @@ pub struct Hub {
     pub mode: ReceiptMode,
     /// Envelope count and heartbeat of every batch received.
     pub batches: Vec<(usize, Heartbeat)>,
+    /// The current policy (none: the hub publishes none, 404).
+    pub policy: Option<PolicyBundle>,
+    pub policy_mode: PolicyMode,
+    pub policy_requests: Vec<PolicyRequest>,
+    /// Outcomes (and codes) to give these seqs instead of "accepted".
+    pub verdicts: HashMap<u64, (Outcome, Vec<String>)>,
+    /// Outcome changes, in order: the change at index i has cursor i + 1.
+    pub changes: Vec<RecordOutcome>,
+}
+
+impl Hub {
+    /// The bundle the hub serves now, and whether it is signed by the hub key.
+    fn served_policy(&self) -> Option<(PolicyBundle, bool)> {
+        let current = self.policy.clone()?;
+        Some(match self.policy_mode {
+            PolicyMode::Honest => (current, true),
+            PolicyMode::Rollback => (
+                PolicyBundle {
+                    version: current.version - 1,
+                    ..current
+                },
+                true,
+            ),
+            PolicyMode::Conflict => {
+                let mut other = current;
+                other.negative_list.push(Entry {
+                    code: Code::parse("A0501").unwrap(),
+                    name: "居家养老服务 (moved to the negative list)".into(),
+                });
+                other.catalogue.retain(|e| e.code.as_str() != "A0501");
+                (other, true)
+            }
+            PolicyMode::Forged => (
+                PolicyBundle {
+                    version: current.version + 1,
+                    ..current
+                },
+                false,
+            ),
+        })
+    }
+
+    /// Records a later change of a record's outcome (sent to the agent in its next receipt).
+    pub fn change_outcome(&mut self, seq: u64, outcome: Outcome, codes: &[&str]) {
+        self.changes.push(RecordOutcome {
+            seq,
+            outcome,
+            codes: codes.iter().map(|c| (*c).to_owned()).collect(),
+            duplicate: false,
+            detail: codes
+                .first()
+                .map(|c| format!("{c}: changed by the fake hub")),
+            policy_version: None,
+        });
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -75,9 +159,15 @@ impl FakeHub {
             state: AgentState::Active,
             mode: ReceiptMode::Honest,
             batches: Vec::new(),
+            policy: Some(bundle(1)),
+            policy_mode: PolicyMode::Honest,
+            policy_requests: Vec::new(),
+            verdicts: HashMap::new(),
+            changes: Vec::new(),
         }));
         let app = Router::new()
             .route("/api/v1/enroll", post(enroll))
+            .route(POLICY_PATH, get(policy))
             .route("/api/v1/agents/{agent}/watermark", get(watermark))
             .route("/api/v1/agents/{agent}/batches", post(batches))
             .with_state(Arc::clone(&hub));
@@ -248,28 +338,41 @@ async fn batches(
             }
             hub.chain.push(e.clone());
         }
-        outcomes.push(RecordOutcome {
-            seq: e.seq,
-            outcome: Outcome::Accepted,
-            codes: if e.seq % 2 == 0 {
+        let (outcome, codes) = hub.verdicts.get(&e.seq).cloned().unwrap_or_else(|| {
+            let codes = if e.seq % 2 == 0 {
                 vec!["PAID_WITHOUT_EVALUATION".into()]
             } else {
                 Vec::new()
-            },
+            };
+            (Outcome::Accepted, codes)
+        });
+        outcomes.push(RecordOutcome {
+            seq: e.seq,
+            outcome,
+            detail: codes.first().map(|c| format!("{c}: said the fake hub")),
+            codes,
             duplicate,
-            detail: None,
             policy_version: None,
         });
     }
+    // Changes after the agent's cursor, at most a page of them.
+    let from = usize::try_from(req.heartbeat.outcome_cursor).unwrap();
+    let updates: Vec<RecordOutcome> = hub
+        .changes
+        .iter()
+        .skip(from)
+        .take(tongbu_shared::protocol::MAX_OUTCOME_UPDATES)
+        .cloned()
+        .collect();
     let receipt = Receipt {
         agent_id: agent_id(),
         acked_seq: hub.chain.len() as u64,
         head_hash: head(&hub.chain),
         outcomes,
         hub_time_ms: 0,
-        updates: Vec::new(),
-        outcome_cursor: 0,
-        policy_version: 0,
+        outcome_cursor: (from + updates.len()) as u64,
+        updates,
+        policy_version: hub.served_policy().map_or(0, |(b, _)| b.version),
     };
     match hub.mode {
         ReceiptMode::Honest => Json(Signed::sign(&hub_key(), &receipt).unwrap()).into_response(),
@@ -279,4 +382,51 @@ async fn batches(
         }
         ReceiptMode::Unsigned => Json(receipt).into_response(),
     }
+}
+
+async fn policy(State(hub): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    let mut hub = hub.lock().unwrap();
+    if !authenticated(&hub, agent_id().as_str(), &headers, "GET", &uri, b"") {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::BadRequestSignature,
+            None,
+        );
+    }
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let served = hub.served_policy();
+    let (status, response) = match served {
+        None => (
+            StatusCode::NOT_FOUND,
+            api_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, None),
+        ),
+        Some((bundle, honest)) => {
+            let etag = format!("\"{}\"", bundle.version);
+            let etag_header = HeaderValue::from_str(&etag).unwrap();
+            // A conflicting hub answers with its other content whatever the agent holds.
+            let honors = hub.policy_mode != PolicyMode::Conflict;
+            if honors && if_none_match.as_deref() == Some(etag.as_str()) {
+                let mut r = StatusCode::NOT_MODIFIED.into_response();
+                r.headers_mut().insert(header::ETAG, etag_header);
+                (StatusCode::NOT_MODIFIED, r)
+            } else {
+                let key = if honest {
+                    hub_key()
+                } else {
+                    KeyPair::from_seed(&[66; 32]).unwrap()
+                };
+                let mut r = Json(Signed::sign(&key, &bundle).unwrap()).into_response();
+                r.headers_mut().insert(header::ETAG, etag_header);
+                (StatusCode::OK, r)
+            }
+        }
+    };
+    hub.policy_requests.push(PolicyRequest {
+        if_none_match,
+        status: status.as_u16(),
+    });
+    response
 }
