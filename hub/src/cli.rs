@@ -12,9 +12,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ring::rand::SystemRandom;
 use tongbu_hub::admin::{self, CountyAdded, DEFAULT_TOKEN_TTL_HOURS};
 use tongbu_hub::clock::{Clock as _, SystemClock};
+use tongbu_hub::keys;
+use tongbu_hub::policy;
 use tongbu_hub::store::Role;
 use tongbu_hub::{Hub, SqliteStore};
 use tongbu_shared::CountyCode;
+use tongbu_shared::policy::PolicyDoc;
 use tongbu_shared::protocol::AgentRow;
 
 const DEFAULT_DATA_DIR: &str = "./tongbu-hub-data";
@@ -59,6 +62,11 @@ pub enum Command {
     },
     /// List enrolled agents and how far behind each is.
     Agents,
+    /// Manage the policy: guidance catalogue, negative list and rule settings.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Run a hub with three simulated counties, each with a real agent, in one process.
     Demo {
         /// Address the hub listens on (port 0 picks a free port).
@@ -93,6 +101,22 @@ pub enum TokenCommand {
         /// Hours until the token expires.
         #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_HOURS)]
         ttl_hours: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Make a policy file (JSON: catalogue, negative_list, optional settings) the next policy
+    /// version; works while `serve` runs. `-` reads standard input.
+    Set {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the current policy version as JSON.
+    Show {
+        /// One line instead of indented JSON.
+        #[arg(long)]
+        compact: bool,
     },
 }
 
@@ -187,7 +211,52 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", agents_table(&rows));
             Ok(())
         }
+        Command::Policy {
+            command: PolicyCommand::Set { file },
+        } => {
+            let bytes = read_input(&file)?;
+            let doc = PolicyDoc::parse(&bytes)
+                .with_context(|| format!("the policy in {} was refused", file.display()))?;
+            let mut store = open_store(&data_dir)?;
+            let key = hub_key(&data_dir)?;
+            let set = policy::set_in(&mut store, &key, SystemClock.now_ms(), doc)?;
+            println!("{set}");
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Show { compact },
+        } => {
+            let mut store = open_store(&data_dir)?;
+            let key = hub_key(&data_dir)?;
+            let view = policy::show_in(&mut store, &key, SystemClock.now_ms())?.view()?;
+            let json = if compact {
+                serde_json::to_string(&view)
+            } else {
+                serde_json::to_string_pretty(&view)
+            }
+            .context("cannot print the policy")?;
+            println!("{json}");
+            Ok(())
+        }
     }
+}
+
+/// The bytes of `path`, or of standard input when it is `-`.
+fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path == std::path::Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .context("cannot read standard input")?;
+        Ok(bytes)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+/// The hub's signing key (made on first use, like `serve` does).
+fn hub_key(data_dir: &std::path::Path) -> anyhow::Result<tongbu_shared::KeyPair> {
+    keys::load_or_create(data_dir, &SystemRandom::new())
+        .with_context(|| format!("cannot load the hub key in {}", data_dir.display()))
 }
 
 fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
@@ -223,7 +292,7 @@ fn serve(data_dir: PathBuf, listen: &str) -> anyhow::Result<()> {
                 .and_then(|()| out.flush())
                 .context("cannot write to stdout")?;
         }
-        tongbu_hub::http::serve(hub, listener, shutdown_signal())
+        tongbu_hub::serve_hub(hub, listener, shutdown_signal(), tongbu_hub::DEFAULT_EXPIRE_EVERY)
             .await
             .context("the server failed")?;
         tracing::info!("hub stopped");
@@ -330,6 +399,15 @@ mod tests {
                 "--data-dir",
                 "/tmp/x",
             ],
+            vec![
+                "tongbu-hub",
+                "policy",
+                "set",
+                "policy.json",
+                "--data-dir",
+                "/tmp/x",
+            ],
+            vec!["tongbu-hub", "policy", "show", "--data-dir", "/tmp/x"],
         ] {
             let cli = Cli::try_parse_from(&args).unwrap();
             assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"), "{args:?}");

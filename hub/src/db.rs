@@ -67,7 +67,11 @@ impl Db {
     /// Opens the SQLite database in `data_dir` (creating and migrating it if need be) and
     /// starts its writer thread.
     pub fn open_sqlite(data_dir: &Path) -> Result<Db, StoreError> {
-        let writer = SqliteStore::open(data_dir)?;
+        Db::start_sqlite(SqliteStore::open(data_dir)?, data_dir)
+    }
+
+    /// Starts the writer thread over an open connection to the database in `data_dir`.
+    pub fn start_sqlite(writer: SqliteStore, data_dir: &Path) -> Result<Db, StoreError> {
         let dir = data_dir.to_owned();
         let open: Opener =
             Arc::new(move || SqliteStore::open_reader(&dir).map(|s| Box::new(s) as Box<dyn Store>));

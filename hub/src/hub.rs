@@ -1,7 +1,8 @@
-//! The running hub: its database handle, signing key, clock, randomness and counters, and the
-//! operations the HTTP layer calls. Each operation takes parsed input and returns a domain
-//! result; none knows about HTTP. Signature checks run in `spawn_blocking`, never on the
-//! writer thread, and a reply is built only after the write behind it has committed.
+//! The running hub: its database handle, signing key, clock, randomness, policy cache and
+//! counters, and the operations the HTTP layer (and the demo) call. Each operation takes
+//! parsed input and returns a domain result; none knows about HTTP. Signature checks run in
+//! `spawn_blocking`, never on the writer thread, and a reply is built only after the write
+//! behind it has committed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +12,12 @@ use tongbu_shared::KeyPair;
 use tongbu_shared::crypto::PublicKey;
 use tongbu_shared::envelope::Envelope;
 use tongbu_shared::ids::{AgentId, CountyCode};
+use tongbu_shared::policy::PolicyDoc;
 use tongbu_shared::protocol::{
     AgentRow, AgentState, BatchRequest, EnrollRequest, EnrollResponse, PROTOCOL_VERSION, Receipt,
     Watermark,
 };
+use tongbu_shared::rules::Totals;
 use tongbu_shared::signed::{Signed, SignedPayload};
 
 use crate::admin::{self, AdminError, CountyAdded, IssuedToken, Secret};
@@ -24,8 +27,12 @@ use crate::db::Db;
 use crate::enroll::{self, EnrollError};
 use crate::ingest::{self, Applied, Contact, IngestError, VerifiedBatch};
 use crate::keys::{self, KeyError};
-use crate::metrics::Metrics;
-use crate::store::{AgentRecord, Role, StoreError, StoredEnvelope};
+use crate::ledger::{self, Judged};
+use crate::metrics::{Gauges, Metrics};
+use crate::policy::{self, CurrentPolicy, PolicyAdminError, PolicyCache, PolicySet};
+use crate::store::{
+    self, AgentRecord, Role, SqliteStore, StoreError, StoredEnvelope, ViolationFilter, ViolationRow,
+};
 
 /// Who the in-process admin calls are recorded as in the audit log.
 const LOCAL_ACTOR: &str = "local";
@@ -37,6 +44,8 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("cannot make the first policy version: {0}")]
+    Policy(#[from] PolicyAdminError),
 }
 
 /// Why a request's caller was not let in.
@@ -62,6 +71,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     metrics: Metrics,
+    policies: PolicyCache,
 }
 
 impl std::fmt::Debug for Hub {
@@ -74,11 +84,25 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// Opens the hub's database and key in `data_dir` (creating both, and the directory, on
-    /// first use).
+    /// first use). Makes policy version 1 if there is none yet, and judges any records stored
+    /// before the ledger existed, before anything else is served.
     pub fn open(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<Hub, OpenError> {
-        let db = Db::open_sqlite(data_dir)?;
+        let mut writer = SqliteStore::open(data_dir)?;
         let rng = SystemRandom::new();
         let key = keys::load_or_create(data_dir, &rng)?;
+        let now = clock.now_ms();
+        store::write(&mut writer, |w| policy::ensure_initial(w, &key, now, "hub"))?;
+        let policies = PolicyCache::default();
+        loop {
+            let judged = store::write(&mut writer, |w| {
+                ledger::judge_unjudged(w, &policies, now, ledger::JUDGE_CHUNK)
+            })?;
+            if judged == 0 {
+                break;
+            }
+            tracing::info!(records = judged, "judged records stored before the ledger");
+        }
+        let db = Db::start_sqlite(writer, data_dir)?;
         Ok(Hub {
             inner: Arc::new(Inner {
                 db,
@@ -86,6 +110,7 @@ impl Hub {
                 clock,
                 rng,
                 metrics: Metrics::default(),
+                policies,
             }),
         })
     }
@@ -166,6 +191,7 @@ impl Hub {
         metrics.batch_received(batch.envelopes.len());
         let now = self.now_ms();
         let contact = Contact::with_heartbeat(now, &batch.heartbeat);
+        let cursor = batch.heartbeat.outcome_cursor;
         let id = agent.id.clone();
         let verified = match self.verify(&agent, batch.envelopes).await {
             Ok(v) => v,
@@ -175,27 +201,24 @@ impl Hub {
                 return Err(e);
             }
         };
+        let policies = self.inner.policies.clone();
         let applied = self
             .db()
-            .write(move |w| ingest::apply(w, &verified, &contact))
+            .write(move |w| ingest::apply(w, &policies, &verified, &contact, cursor))
             .await;
         match applied {
-            Ok(Applied::Stored {
-                acked_seq,
-                head_hash,
-                outcomes,
-                appended,
-            }) => {
-                metrics.envelopes_stored(appended);
+            Ok(Applied::Stored(stored)) => {
+                metrics.envelopes_stored(stored.appended);
+                metrics.judged(&stored.judged);
                 self.sign(&Receipt {
                     agent_id: id,
-                    acked_seq,
-                    head_hash,
-                    outcomes,
+                    acked_seq: stored.acked_seq,
+                    head_hash: stored.head_hash,
+                    outcomes: stored.outcomes,
                     hub_time_ms: now,
-                    updates: Vec::new(),
-                    outcome_cursor: 0,
-                    policy_version: 0,
+                    updates: stored.updates,
+                    outcome_cursor: stored.outcome_cursor,
+                    policy_version: stored.policy_version,
                 })
             }
             Ok(Applied::Refused(e)) => {
@@ -302,8 +325,70 @@ impl Hub {
 
     /// The Prometheus exposition text.
     pub async fn metrics_text(&self) -> Result<String, StoreError> {
-        let counts = self.db().read(|r| r.agent_state_counts()).await?;
-        Ok(self.inner.metrics.render(&counts))
+        let gauges = self
+            .db()
+            .read(|r| {
+                Ok::<_, StoreError>(Gauges {
+                    agents: r.agent_state_counts()?,
+                    policy_version: r.current_policy_version()?,
+                    held: r.held_count()?,
+                })
+            })
+            .await?;
+        Ok(self.inner.metrics.render(&gauges))
+    }
+
+    /// A county's ledger for one fiscal year, summed over catalogue codes (all zeros when
+    /// nothing was recorded).
+    pub async fn ledger(&self, county: CountyCode, year: i32) -> Result<Totals, StoreError> {
+        self.db()
+            .read(move |r| ledger::year_totals(r, &county, year))
+            .await
+    }
+
+    /// Violations (and warnings) of a county, in the order their records arrived.
+    pub async fn violations(
+        &self,
+        filter: ViolationFilter,
+    ) -> Result<Vec<ViolationRow>, StoreError> {
+        self.db().read(move |r| r.violations(&filter)).await
+    }
+
+    // ---- policy and the grace period ----------------------------------------------------
+
+    /// The current policy version: its exact signed payload and signature.
+    pub async fn current_policy(&self) -> Result<CurrentPolicy, PolicyAdminError> {
+        self.db().read(|r| policy::current(r)).await
+    }
+
+    /// Makes `doc` the next policy version (signed by the hub, audited as `local`). Records
+    /// that arrive after this returns are judged by it.
+    pub async fn set_policy(&self, doc: PolicyDoc) -> Result<PolicySet, PolicyAdminError> {
+        let now = self.now_ms();
+        let hub = self.clone();
+        self.db()
+            .write(move |w| policy::set(w, &hub.inner.key, now, LOCAL_ACTOR, doc))
+            .await
+    }
+
+    /// One expiry step at the clock's time: rejects records held longer than the current
+    /// policy's grace period (`UNKNOWN_BUDGET_LINE` / `UNKNOWN_CONTRACT`) and what that
+    /// releases. Returns the decisions made.
+    pub async fn expire_once(&self) -> Result<Vec<Judged>, StoreError> {
+        let now = self.now_ms();
+        let policies = self.inner.policies.clone();
+        let judged = self
+            .db()
+            .write(move |w| ledger::expire_once(w, &policies, now))
+            .await?;
+        self.inner.metrics.judged(&judged);
+        if !judged.is_empty() {
+            tracing::info!(
+                records = judged.len(),
+                "held records decided at the grace period"
+            );
+        }
+        Ok(judged)
     }
 
     // ---- admin, in process (the demo) ---------------------------------------------------

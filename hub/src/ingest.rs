@@ -1,16 +1,20 @@
 //! Taking in a batch of envelopes from one agent: the hub's core decision, free of HTTP.
 //!
 //! Three steps, cheapest first: [`check_shape`] (size, agent field, consecutive seqs) needs
-//! nothing; [`verify`] checks every signature and hashes every envelope (CPU heavy: run it
-//! off the async threads and outside the writer); [`apply`] runs inside one write transaction,
-//! re-reads the agent's chain and either appends the new envelopes, acknowledges a resend,
-//! refuses the batch, or — when the agent has provably signed two histories — quarantines it.
+//! nothing; [`verify`] checks every signature, hashes every envelope and parses every body
+//! (CPU heavy: run it off the async threads and outside the writer); [`apply`] runs inside one
+//! write transaction, re-reads the agent's chain and either appends the new envelopes and
+//! judges them by the rules ([`crate::ledger`]), acknowledges a resend, refuses the batch, or —
+//! when the agent has provably signed two histories — quarantines it.
 //!
-//! Invariants: a batch is stored whole or not at all; an envelope at a seq the hub holds is
-//! never replaced; `acked_seq` only grows, and envelopes `1..=acked_seq` form one chain from
-//! genesis to `head_hash`. Every well-formed record is `accepted` for now (rules come later);
-//! a body that is not a well-formed record is still kept — it is signed and part of the chain
-//! — as `rejected` with [`MALFORMED_RECORD`].
+//! Invariants: a batch is stored whole or not at all, together with every ledger change its
+//! records cause; an envelope at a seq the hub holds is never replaced; `acked_seq` only
+//! grows, and envelopes `1..=acked_seq` form one chain from genesis to `head_hash`. New records
+//! are judged in seq order, each by the policy version current in the transaction that stores
+//! it; a body that is not a well-formed record is still kept — it is signed and part of the
+//! chain — as `rejected` with [`MALFORMED_RECORD`], outside the ledger.
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use tongbu_shared::crypto::{Digest, PublicKey};
@@ -18,10 +22,13 @@ use tongbu_shared::envelope::Envelope;
 use tongbu_shared::ids::AgentId;
 use tongbu_shared::protocol::{AgentState, Heartbeat, MAX_BATCH_ENVELOPES, Outcome, RecordOutcome};
 use tongbu_shared::record::Record;
+use tongbu_shared::rules::Pending;
 
+use crate::ledger::{self, Judged, TxLedger};
+use crate::policy::{PolicyCache, current_version};
 use crate::store::{
     AgentRecord, Alert, AlertKind, Equivocation, HeartbeatUpdate, NewEnvelope, StoreError,
-    StoredEnvelope, StoredVerdict, Writes,
+    StoredEnvelope, StoredVerdict, Verdict, Writes,
 };
 
 /// The rule code of a body that is not a well-formed v1 record.
@@ -145,14 +152,14 @@ pub fn check_shape(agent: &AgentId, envelopes: &[Envelope]) -> Result<(), Ingest
     Ok(())
 }
 
-/// An envelope whose signature verified, with its chain hash and the hub's verdict on its
-/// body. Only [`verify`] makes these.
+/// An envelope whose signature verified, with its chain hash and its body parsed (leniently:
+/// an invalid supplier code is kept for the rules to flag). Only [`verify`] makes these.
 #[derive(Debug, Clone)]
 pub struct Verified {
     envelope: Envelope,
     hash: Digest,
-    outcome: Outcome,
-    codes: Vec<String>,
+    /// The record, or why the body is not a well-formed record.
+    record: Result<Record, String>,
 }
 
 impl Verified {
@@ -183,7 +190,7 @@ impl VerifiedBatch {
     }
 }
 
-/// Checks the batch's shape and every signature, hashes every envelope and judges every body.
+/// Checks the batch's shape and every signature, hashes every envelope and parses every body.
 /// CPU heavy: call it from `spawn_blocking`.
 pub fn verify(
     key: &PublicKey,
@@ -198,15 +205,11 @@ pub fn verify(
                 .verify(key)
                 .map_err(|_| IngestError::BadSignature { seq: envelope.seq })?;
             let hash = envelope.hash();
-            let (outcome, codes) = match Record::parse(&envelope.body) {
-                Ok(_) => (Outcome::Accepted, Vec::new()),
-                Err(_) => (Outcome::Rejected, vec![MALFORMED_RECORD.to_owned()]),
-            };
+            let record = Record::parse_lenient(&envelope.body).map_err(|e| e.to_string());
             Ok(Verified {
                 envelope,
                 hash,
-                outcome,
-                codes,
+                record,
             })
         })
         .collect::<Result<Vec<_>, IngestError>>()?;
@@ -250,9 +253,10 @@ pub enum Decision {
     Refuse(IngestError),
     /// The agent signed two histories: quarantine it and keep the evidence.
     Equivocate(Conflict),
-    /// Acknowledge the resent envelopes and append `batch[new_from..]`.
+    /// Acknowledge the resent envelopes (`resent`: their stored outcomes) and append
+    /// `batch[new_from..]`.
     Append {
-        outcomes: Vec<RecordOutcome>,
+        resent: Vec<RecordOutcome>,
         new_from: usize,
         acked_seq: u64,
         head_hash: Digest,
@@ -297,8 +301,8 @@ pub fn decide(
             outcome: h.outcome,
             codes: h.codes.clone(),
             duplicate: true,
-            detail: None,
-            policy_version: None,
+            detail: h.detail.clone(),
+            policy_version: h.policy_version,
         });
     }
 
@@ -321,43 +325,51 @@ pub fn decide(
         }
         acked_seq = v.envelope.seq;
         head_hash = v.hash;
-        outcomes.push(RecordOutcome {
-            seq: v.envelope.seq,
-            outcome: v.outcome,
-            codes: v.codes.clone(),
-            duplicate: false,
-            detail: None,
-            policy_version: None,
-        });
     }
     Ok(Decision::Append {
-        outcomes,
+        resent: outcomes,
         new_from,
         acked_seq,
         head_hash,
     })
 }
 
+/// What the receipt for a stored batch says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub acked_seq: u64,
+    pub head_hash: Digest,
+    /// One per envelope of the batch, in seq order: resent ones with their stored outcome,
+    /// new ones with their outcome at commit.
+    pub outcomes: Vec<RecordOutcome>,
+    /// How many envelopes were new.
+    pub appended: usize,
+    /// The agent's outcome changes after its cursor, oldest first.
+    pub updates: Vec<RecordOutcome>,
+    pub outcome_cursor: u64,
+    /// The policy version current when the batch was stored.
+    pub policy_version: u64,
+    /// Every decision the batch caused (also about other agents' held records).
+    pub judged: Vec<Judged>,
+}
+
 /// The result of applying a batch: what the receipt says, or why it was refused.
 #[derive(Debug)]
 pub enum Applied {
-    Stored {
-        acked_seq: u64,
-        head_hash: Digest,
-        outcomes: Vec<RecordOutcome>,
-        /// How many envelopes were new.
-        appended: usize,
-    },
+    Stored(Stored),
     Refused(IngestError),
 }
 
 /// Applies a verified batch inside the caller's write transaction. The contact (last seen,
 /// heartbeat) is noted whatever the decision; a refusal is returned as `Ok(Refused)` so the
 /// caller commits that note — and, for equivocation, the quarantine and its evidence.
+/// `outcome_cursor` is the last outcome change the agent has recorded (its heartbeat's).
 pub fn apply(
     w: &mut dyn Writes,
+    policies: &PolicyCache,
     batch: &VerifiedBatch,
     contact: &Contact,
+    outcome_cursor: u64,
 ) -> Result<Applied, StoreError> {
     let id = &batch.agent;
     let Some(agent) = w.agent(id)? else {
@@ -379,32 +391,106 @@ pub fn apply(
             Ok(Applied::Refused(IngestError::Equivocation { seq }))
         }
         Decision::Append {
-            outcomes,
+            resent,
             new_from,
             acked_seq,
             head_hash,
         } => {
-            let new: Vec<NewEnvelope<'_>> = batch.envelopes[new_from..]
-                .iter()
-                .map(|v| NewEnvelope {
-                    envelope: &v.envelope,
-                    hash: v.hash,
-                    outcome: v.outcome,
-                    codes: &v.codes,
-                })
-                .collect();
+            let new = &batch.envelopes[new_from..];
+            let mut outcomes = resent;
+            let mut judged = Vec::new();
             if !new.is_empty() {
-                w.insert_envelopes(contact.at_ms, &new)?;
+                judged = judge_new(w, policies, id, new, contact.at_ms)?;
                 w.set_chain_head(id, acked_seq, &head_hash)?;
+                // The latest verdict on each new record: one released later in the same
+                // batch reports its final outcome.
+                let latest: HashMap<u64, &Verdict> = judged
+                    .iter()
+                    .filter(|j| &j.agent == id)
+                    .map(|j| (j.seq, &j.verdict))
+                    .collect();
+                for v in new {
+                    let seq = v.envelope.seq;
+                    let verdict = latest.get(&seq).ok_or_else(|| {
+                        StoreError::Corrupt(format!("no verdict on {id} seq {seq}"))
+                    })?;
+                    outcomes.push(ledger::record_outcome(seq, verdict, false));
+                }
             }
-            Ok(Applied::Stored {
+            let (updates, outcome_cursor) = ledger::updates(&*w, id, outcome_cursor)?;
+            Ok(Applied::Stored(Stored {
                 acked_seq,
                 head_hash,
                 outcomes,
                 appended: new.len(),
-            })
+                updates,
+                outcome_cursor,
+                policy_version: current_version(&*w)?,
+                judged,
+            }))
         }
     }
+}
+
+/// Stores the new envelopes (in seq order, numbered by arrival) and judges each record by the
+/// current policy, in seq order; returns every decision made.
+fn judge_new(
+    w: &mut dyn Writes,
+    policies: &PolicyCache,
+    agent: &AgentId,
+    new: &[Verified],
+    now_ms: i64,
+) -> Result<Vec<Judged>, StoreError> {
+    let policy_version = current_version(&*w)?;
+    let first_arrival = w.last_arrival()? + 1;
+    // Until the ledger decides, a record's row carries a placeholder verdict (rewritten in
+    // this same transaction); a malformed body's verdict is final at once.
+    let verdicts: Vec<Verdict> = new
+        .iter()
+        .map(|v| match &v.record {
+            Ok(_) => Verdict {
+                outcome: Outcome::Held,
+                codes: Vec::new(),
+                detail: None,
+                policy_version: Some(policy_version),
+            },
+            Err(problem) => ledger::malformed_verdict(problem),
+        })
+        .collect();
+    let rows: Vec<NewEnvelope<'_>> = new
+        .iter()
+        .zip(&verdicts)
+        .zip(first_arrival..)
+        .map(|((v, verdict), arrival)| NewEnvelope {
+            envelope: &v.envelope,
+            hash: v.hash,
+            arrival,
+            verdict,
+        })
+        .collect();
+    w.insert_envelopes(now_ms, &rows)?;
+    let mut ledger = TxLedger::new(w, policies, now_ms);
+    for (v, arrival) in new.iter().zip(first_arrival..) {
+        let e = &v.envelope;
+        match &v.record {
+            Ok(record) => {
+                ledger.ingest(Pending {
+                    agent: agent.clone(),
+                    seq: e.seq,
+                    record: record.clone(),
+                    digest: Digest::of(&[&e.body]),
+                    order: arrival,
+                    received_ms: now_ms,
+                    policy_version,
+                    held_at: None,
+                })?;
+            }
+            Err(problem) => {
+                ledger.reject_malformed(agent, e.seq, &e.body, problem)?;
+            }
+        }
+    }
+    Ok(ledger.finish())
 }
 
 /// Notes an authenticated request whose batch never reached [`apply`].
@@ -544,9 +630,11 @@ mod tests {
         KeyPair::from_seed(&[7; 32]).unwrap()
     }
 
+    /// A budget line: accepted on its own, whatever else the chain holds.
     fn body(n: u64) -> Vec<u8> {
         format!(
-            r#"{{"kind":"payment","id":"P-{n}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{n}"}}"#
+            r#"{{"kind":"budget_line","id":"BL-{n}","rev":1,"county":"430112","department":"101001","fiscal_year":2024,"catalogue_code":"A0501","amount_fen":{},"stage":"approved","approved_on":"2024-01-15"}}"#,
+            100 + n
         )
         .into_bytes()
     }
@@ -576,6 +664,7 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         store: SqliteStore,
+        policies: PolicyCache,
     }
 
     impl Fixture {
@@ -599,7 +688,15 @@ mod tests {
                 })
             })
             .unwrap();
-            Fixture { _dir: dir, store }
+            write(&mut store, |w| {
+                crate::policy::ensure_initial(w, &KeyPair::from_seed(&[1; 32]).unwrap(), 0, "t")
+            })
+            .unwrap();
+            Fixture {
+                _dir: dir,
+                store,
+                policies: PolicyCache::default(),
+            }
         }
 
         fn send(&mut self, envelopes: Vec<Envelope>) -> Result<Applied, IngestError> {
@@ -607,7 +704,10 @@ mod tests {
                 .ok_or(IngestError::UnknownAgent)?;
             let batch = verify(&agent.public_key, &agent_id(), envelopes)?;
             let contact = Contact::with_heartbeat(NOW, &heartbeat());
-            Ok(write(&mut self.store, |w| apply(w, &batch, &contact))?)
+            let policies = &self.policies;
+            Ok(write(&mut self.store, |w| {
+                apply(w, policies, &batch, &contact, 0)
+            })?)
         }
 
         fn agent(&mut self) -> AgentRecord {
@@ -632,12 +732,7 @@ mod tests {
 
     fn stored(applied: Applied) -> (u64, Digest, Vec<RecordOutcome>) {
         match applied {
-            Applied::Stored {
-                acked_seq,
-                head_hash,
-                outcomes,
-                ..
-            } => (acked_seq, head_hash, outcomes),
+            Applied::Stored(s) => (s.acked_seq, s.head_hash, s.outcomes),
             Applied::Refused(e) => panic!("refused: {e}"),
         }
     }
@@ -645,7 +740,7 @@ mod tests {
     fn refused(applied: Applied) -> IngestError {
         match applied {
             Applied::Refused(e) => e,
-            Applied::Stored { .. } => panic!("stored"),
+            Applied::Stored(_) => panic!("stored"),
         }
     }
 

@@ -1,10 +1,15 @@
 //! `tongbu-hub`: the provincial hub. It verifies, orders and keeps forever every signed record
-//! envelope that county agents send, answers each batch with a receipt it signs, and shows
-//! operators which agent is how far behind.
+//! envelope that county agents send, judges each record by the in-step rules into a ledger per
+//! county, fiscal year and catalogue code, answers each batch with a receipt it signs (with
+//! outcomes that changed since), publishes the signed policy, and shows operators which agent
+//! is how far behind and which records break which rule.
 //!
 //! Layout:
 //! - [`hub`]: the running hub ([`Hub`]) and the operations the API calls;
 //! - [`ingest`]: the batch decision (continue, resend, gap, equivocation) — the core;
+//! - [`ledger`]: the shared rules engine over the store (held records, violations, the feed
+//!   of changed outcomes); [`expiry`]: the grace-period task; [`policy`]: signed policy
+//!   versions;
 //! - [`enroll`], [`admin`], [`auth`]: enrollment, admin actions, request authentication;
 //! - [`store`]: the narrow storage interface and its SQLite backend; [`db`]: its async face
 //!   (one writer thread, a pool of readers);
@@ -12,27 +17,34 @@
 //!   [`metrics`]: Prometheus counters.
 //!
 //! Architecture invariants: only `http` knows HTTP; only `store::sqlite` and `migrations/`
-//! know SQL; domain modules (`ingest`, `enroll`, `admin`, `auth`) read the time from a
-//! [`Clock`] and never from the system; every write goes through the single writer, and
-//! nothing is acknowledged before its transaction has committed.
+//! know SQL; the rules live in the shared crate and the hub only stores what they decide;
+//! domain modules (`ingest`, `ledger`, `policy`, `enroll`, `admin`, `auth`) read the time from
+//! a [`Clock`] and never from the system; every write goes through the single writer (or, for
+//! CLI commands, its own SQLite transaction), and nothing is acknowledged before its
+//! transaction has committed.
 
 pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod db;
 pub mod enroll;
+pub mod expiry;
 pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod keys;
+pub mod ledger;
 pub mod metrics;
+pub mod policy;
 pub mod store;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use expiry::DEFAULT_EXPIRE_EVERY;
 pub use hub::{Hub, OpenError};
 pub use store::{SqliteStore, Store};
 
@@ -41,14 +53,17 @@ pub use store::{SqliteStore, Store};
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub clock: Arc<dyn Clock>,
+    /// How often held records are checked against the grace period.
+    pub expire_every: Duration,
 }
 
 impl ServeConfig {
-    /// A hub over `data_dir`, on the system clock.
+    /// A hub over `data_dir`, on the system clock, checking held records every minute.
     pub fn new(data_dir: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
             data_dir: data_dir.into(),
             clock: Arc::new(SystemClock),
+            expire_every: DEFAULT_EXPIRE_EVERY,
         }
     }
 }
@@ -57,6 +72,7 @@ impl std::fmt::Debug for ServeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeConfig")
             .field("data_dir", &self.data_dir)
+            .field("expire_every", &self.expire_every)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +93,36 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let hub = Hub::open(&config.data_dir, config.clock)?;
-    http::serve(hub, listener, shutdown).await?;
+    serve_hub(hub, listener, shutdown, config.expire_every).await?;
     Ok(())
+}
+
+/// Serves an open hub's API on `listener` and runs its grace-period task every
+/// `expire_every`, until `shutdown` completes; then lets requests in flight and the expiry
+/// step in progress finish.
+pub async fn serve_hub(
+    hub: Hub,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    expire_every: Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // The expiry task stops when shutdown is signalled, or when the server ends any other
+    // way (the sender is dropped with it).
+    let expiry = tokio::spawn(expiry::run_until_stopped(
+        hub.clone(),
+        expire_every,
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
+    let served = http::serve(hub, listener, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    if let Err(e) = expiry.await {
+        tracing::warn!(error = %e, "the grace-period task failed");
+    }
+    served
 }

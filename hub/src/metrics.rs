@@ -1,22 +1,84 @@
 //! Prometheus metrics in the text exposition format. Counters live in atomics and count since
-//! the process started; gauges are read from the store when scraped.
+//! the process started (and only what committed); gauges are read from the store when scraped.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tongbu_shared::protocol::AgentState;
+use tongbu_shared::protocol::{AgentState, Outcome};
+use tongbu_shared::rules::{Rule, Severity};
+
+use crate::ingest::MALFORMED_RECORD;
+use crate::ledger::Judged;
+
+const OUTCOMES: [Outcome; 3] = [Outcome::Accepted, Outcome::Held, Outcome::Rejected];
+
+/// The codes counted as violations: every rejecting or warning rule, and malformed bodies.
+fn violation_codes() -> Vec<&'static str> {
+    Rule::ALL
+        .iter()
+        .filter(|r| r.severity() != Severity::Hold)
+        .map(|r| r.code())
+        .chain([MALFORMED_RECORD])
+        .collect()
+}
 
 /// The hub's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     envelopes_received: AtomicU64,
     envelopes_stored: AtomicU64,
     batches: AtomicU64,
     batches_refused: AtomicU64,
     equivocations: AtomicU64,
+    /// Decisions by outcome, in the order of [`OUTCOMES`].
+    decisions: [AtomicU64; 3],
+    /// Violations by code, in the order of `codes`.
+    codes: Vec<&'static str>,
+    violations: Vec<AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let codes = violation_codes();
+        Metrics {
+            envelopes_received: AtomicU64::new(0),
+            envelopes_stored: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batches_refused: AtomicU64::new(0),
+            equivocations: AtomicU64::new(0),
+            decisions: Default::default(),
+            violations: codes.iter().map(|_| AtomicU64::new(0)).collect(),
+            codes,
+        }
+    }
+}
+
+/// What the store says when metrics are scraped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Agents by state (states with none may be left out).
+    pub agents: Vec<(AgentState, u64)>,
+    pub policy_version: u64,
+    /// Records held now.
+    pub held: u64,
 }
 
 impl Metrics {
+    /// Decisions that committed: each counts under its outcome (a held record counts again
+    /// when decided), each violation code under its rule.
+    pub fn judged(&self, judged: &[Judged]) {
+        for j in judged {
+            if let Some(i) = OUTCOMES.iter().position(|o| *o == j.verdict.outcome) {
+                self.decisions[i].fetch_add(1, Ordering::Relaxed);
+            }
+            for code in j.violation_codes() {
+                if let Some(i) = self.codes.iter().position(|c| *c == code) {
+                    self.violations[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// An authenticated batch request carrying `envelopes` envelopes.
     pub fn batch_received(&self, envelopes: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -36,8 +98,8 @@ impl Metrics {
         self.equivocations.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text, with `agent_counts` (from the store) as the `tongbu_agents` gauge.
-    pub fn render(&self, agent_counts: &[(AgentState, u64)]) -> String {
+    /// The exposition text, with the gauges read from the store.
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
         let counters = [
             (
@@ -78,13 +140,49 @@ impl Metrics {
             AgentState::Quarantined,
             AgentState::Revoked,
         ] {
-            let n = agent_counts
+            let n = gauges
+                .agents
                 .iter()
                 .filter(|(s, _)| *s == state)
                 .map(|(_, n)| n)
                 .sum::<u64>();
             let _ = writeln!(out, "tongbu_agents{{state=\"{state}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP tongbu_records_total Record decisions by outcome (a held record counts \
+             again when it is decided)."
+        );
+        let _ = writeln!(out, "# TYPE tongbu_records_total counter");
+        for (outcome, n) in OUTCOMES.iter().zip(&self.decisions) {
+            let _ = writeln!(
+                out,
+                "tongbu_records_total{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tongbu_violations_total Rule violations and warnings by rule code."
+        );
+        let _ = writeln!(out, "# TYPE tongbu_violations_total counter");
+        for (code, n) in self.codes.iter().zip(&self.violations) {
+            let _ = writeln!(
+                out,
+                "tongbu_violations_total{{rule=\"{code}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP tongbu_records_held Records held now.");
+        let _ = writeln!(out, "# TYPE tongbu_records_held gauge");
+        let _ = writeln!(out, "tongbu_records_held {}", gauges.held);
+        let _ = writeln!(
+            out,
+            "# HELP tongbu_policy_version The current policy version."
+        );
+        let _ = writeln!(out, "# TYPE tongbu_policy_version gauge");
+        let _ = writeln!(out, "tongbu_policy_version {}", gauges.policy_version);
         out
     }
 }
@@ -98,8 +196,30 @@ mod tests {
         let m = Metrics::default();
         m.batch_received(3);
         m.envelopes_stored(2);
-        let text = m.render(&[(AgentState::Active, 4)]);
+        m.judged(&[Judged {
+            agent: tongbu_shared::AgentId::parse("430112-0000000a").unwrap(),
+            seq: 1,
+            verdict: crate::store::Verdict {
+                outcome: Outcome::Rejected,
+                codes: vec!["BUDGET_EXCEEDED".into(), "DATE_ORDER".into()],
+                detail: None,
+                policy_version: Some(1),
+            },
+            changed: false,
+        }]);
+        let text = m.render(&Gauges {
+            agents: vec![(AgentState::Active, 4)],
+            policy_version: 3,
+            held: 2,
+        });
         assert!(text.contains("tongbu_envelopes_received_total 3\n"));
+        assert!(text.contains("tongbu_records_total{outcome=\"rejected\"} 1\n"));
+        assert!(text.contains("tongbu_records_total{outcome=\"accepted\"} 0\n"));
+        assert!(text.contains("tongbu_violations_total{rule=\"BUDGET_EXCEEDED\"} 1\n"));
+        assert!(text.contains("tongbu_violations_total{rule=\"MALFORMED_RECORD\"} 0\n"));
+        assert!(!text.contains("AWAITING_CONTRACT"));
+        assert!(text.contains("tongbu_policy_version 3\n"));
+        assert!(text.contains("tongbu_records_held 2\n"));
         assert!(text.contains("tongbu_envelopes_stored_total 2\n"));
         assert!(text.contains("tongbu_batches_total 1\n"));
         assert!(text.contains("tongbu_agents{state=\"active\"} 4\n"));

@@ -11,6 +11,7 @@ use crate::auth::AuthError;
 use crate::enroll::EnrollError;
 use crate::hub::AccessError;
 use crate::ingest::IngestError;
+use crate::policy::PolicyAdminError;
 use crate::store::StoreError;
 
 /// An error reply.
@@ -175,6 +176,16 @@ impl From<EnrollError> for AppError {
             EnrollError::UnknownCounty(_) => AppError::new(ErrorCode::UnknownCounty, msg),
             EnrollError::NoFreeId(_) => AppError::internal(&e),
             EnrollError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PolicyAdminError> for AppError {
+    fn from(e: PolicyAdminError) -> AppError {
+        match e {
+            PolicyAdminError::Refused(_) => AppError::new(ErrorCode::BadRequest, e.to_string()),
+            PolicyAdminError::Store(e) => e.into(),
+            PolicyAdminError::NoPolicy | PolicyAdminError::Sign(_) => AppError::internal(&e),
         }
     }
 }

@@ -8,8 +8,11 @@
 //! | `POST /api/v1/enroll` | token + proof in the body | `EnrollResponse` |
 //! | `POST /api/v1/agents/{agent}/batches` | agent request signature | `Signed<Receipt>` |
 //! | `GET /api/v1/agents/{agent}/watermark` | agent request signature | `Signed<Watermark>` |
+//! | `GET /api/v1/policy` | agent request signature | `Signed<PolicyBundle>` (ETag), or 304 |
 //! | `GET /api/v1/agents` | bearer API key | `AgentsResponse` |
-//! | `GET /api/v1/records/{agent}/{seq}` | bearer API key | the stored envelope |
+//! | `GET /api/v1/records/{agent}/{seq}` | bearer API key | the stored envelope and verdict |
+//! | `GET /api/v1/ledger?county=C&year=Y` | bearer API key | a county's totals for a year |
+//! | `GET /api/v1/violations?county=C[&year=Y][&rule=R][&limit=N]` | bearer API key | violations |
 //! | `GET /healthz`, `GET /metrics` | none | status, Prometheus text |
 
 pub mod error;
@@ -19,9 +22,9 @@ use std::future::Future;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri, header};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
@@ -31,10 +34,12 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tongbu_shared::crypto::{Digest, Signature};
 use tongbu_shared::ids::AgentId;
+use tongbu_shared::ids::CountyCode;
 use tongbu_shared::protocol::{
-    AgentsResponse, BatchRequest, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorCode,
-    MAX_REQUEST_BYTES, Outcome, Receipt, Watermark,
+    AgentState, AgentsResponse, BatchRequest, ENROLL_PATH, EnrollRequest, EnrollResponse,
+    ErrorCode, MAX_REQUEST_BYTES, Outcome, POLICY_PATH, Receipt, Watermark,
 };
+use tongbu_shared::rules::Rule;
 use tongbu_shared::signed::{
     HEADER_AGENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signed,
 };
@@ -43,7 +48,8 @@ use tower_http::trace::TraceLayer;
 use crate::auth::AuthHeaders;
 use crate::clock::rfc3339;
 use crate::hub::Hub;
-use crate::store::AgentRecord;
+use crate::ingest::{IngestError, MALFORMED_RECORD};
+use crate::store::{AgentRecord, ViolationFilter, ViolationRow};
 
 pub use error::AppError;
 
@@ -55,6 +61,9 @@ pub fn app(hub: Hub) -> Router {
         .route("/api/v1/agents/{agent}/batches", post(batches))
         .route("/api/v1/agents/{agent}/watermark", get(watermark))
         .route("/api/v1/records/{agent}/{seq}", get(record))
+        .route(POLICY_PATH, get(policy))
+        .route("/api/v1/ledger", get(ledger))
+        .route("/api/v1/violations", get(violations))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -230,6 +239,8 @@ struct RecordView {
     received_at: String,
     outcome: Outcome,
     codes: Vec<String>,
+    detail: Option<String>,
+    policy_version: Option<u64>,
 }
 
 async fn record(
@@ -273,6 +284,251 @@ async fn record(
         received_at: rfc3339(stored.received_at_ms),
         outcome: stored.outcome,
         codes: stored.codes,
+        detail: stored.detail,
+        policy_version: stored.policy_version,
+    }))
+}
+
+/// A signed document on the wire, built from stored bytes: the payload exactly as signed.
+#[derive(Serialize)]
+struct SignedWire<'a> {
+    payload: &'a RawValue,
+    sig: Signature,
+}
+
+/// Whether an `If-None-Match` header value names `etag` (or is `*`).
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.split(',').map(str::trim).any(|tag| {
+        let tag = tag.strip_prefix("W/").unwrap_or(tag);
+        tag == "*" || tag == etag
+    })
+}
+
+async fn policy(
+    State(hub): State<Hub>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    // No agent in the path: the request is the signing agent's own.
+    let agent = header_str(&headers, HEADER_AGENT)
+        .unwrap_or_default()
+        .to_owned();
+    let (agent, _) = signed_request(&hub, &agent, &method, &uri, &headers, body).await?;
+    if agent.state == AgentState::Revoked {
+        return Err(IngestError::AgentRevoked.into());
+    }
+    let current = hub.current_policy().await?;
+    let etag = format!("\"{}\"", current.version);
+    let etag_header = HeaderValue::from_str(&etag)
+        .map_err(|e| AppError::new(ErrorCode::Internal, format!("etag: {e}")))?;
+    if header_str(&headers, header::IF_NONE_MATCH.as_str()).is_some_and(|v| etag_matches(v, &etag))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response());
+    }
+    let payload: &RawValue = serde_json::from_slice(current.payload()).map_err(|e| {
+        tracing::error!(version = current.version, error = %e, "stored policy is not JSON");
+        AppError::new(ErrorCode::Internal, "the stored policy cannot be sent")
+    })?;
+    Ok((
+        [(header::ETAG, etag_header)],
+        Json(SignedWire {
+            payload,
+            sig: current.signature(),
+        }),
+    )
+        .into_response())
+}
+
+/// Query parameters, checked against the names an endpoint takes: an unknown or repeated
+/// parameter is refused, so a typo never silently widens a query.
+struct Params(Vec<(String, String)>);
+
+fn bad_param(name: &str, problem: impl std::fmt::Display) -> AppError {
+    AppError::new(
+        ErrorCode::BadRequest,
+        format!("query parameter `{name}`: {problem}"),
+    )
+}
+
+impl Params {
+    fn new(
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+        allowed: &[&str],
+    ) -> ApiResult<Params> {
+        let Query(pairs) =
+            query.map_err(|e| AppError::new(ErrorCode::BadRequest, e.body_text()))?;
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !allowed.contains(&name.as_str()) {
+                return Err(bad_param(
+                    name,
+                    format!("unknown; this endpoint takes {}", allowed.join(", ")),
+                ));
+            }
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(bad_param(name, "given more than once"));
+            }
+        }
+        Ok(Params(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, name: &str) -> ApiResult<&str> {
+        self.get(name).ok_or_else(|| bad_param(name, "is required"))
+    }
+
+    fn county(&self, name: &str) -> ApiResult<CountyCode> {
+        CountyCode::parse(self.required(name)?).map_err(|e| bad_param(name, e))
+    }
+
+    fn year(value: &str, name: &str) -> ApiResult<i32> {
+        value
+            .parse::<i32>()
+            .ok()
+            .filter(|y| (1990..=2199).contains(y))
+            .ok_or_else(|| {
+                bad_param(
+                    name,
+                    format!("must be a year from 1990 to 2199, got {value:?}"),
+                )
+            })
+    }
+}
+
+/// `GET /api/v1/ledger`: exactly these fields (DESIGN.md, "Interfaces").
+#[derive(Serialize)]
+struct LedgerView {
+    county: CountyCode,
+    year: i32,
+    budget_approved_fen: i64,
+    contracted_fen: i64,
+    paid_fen: i64,
+    accepted: i64,
+    held: i64,
+    rejected: i64,
+}
+
+async fn ledger(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Json<LedgerView>> {
+    require_api_key(&hub, &headers).await?;
+    let params = Params::new(query, &["county", "year"])?;
+    let county = params.county("county")?;
+    let year = Params::year(params.required("year")?, "year")?;
+    let t = hub.ledger(county.clone(), year).await?;
+    Ok(Json(LedgerView {
+        county,
+        year,
+        budget_approved_fen: t.budget_approved,
+        contracted_fen: t.contracted,
+        paid_fen: t.paid,
+        accepted: t.accepted,
+        held: t.held,
+        rejected: t.rejected,
+    }))
+}
+
+/// Most violations one request lists.
+const MAX_VIOLATIONS: u32 = 10_000;
+/// Violations listed when no `limit` is given.
+const DEFAULT_VIOLATIONS: u32 = 1_000;
+
+#[derive(Serialize)]
+struct ViolationsView {
+    violations: Vec<ViolationView>,
+}
+
+/// One row of `GET /api/v1/violations`: the contract's fields first, then extras.
+#[derive(Serialize)]
+struct ViolationView {
+    agent_id: AgentId,
+    seq: u64,
+    kind: String,
+    id: String,
+    rule: String,
+    detail: String,
+    county: CountyCode,
+    fiscal_year: Option<i32>,
+    /// The record's outcome now (`accepted` for a warning).
+    outcome: Outcome,
+    /// When the rule was found (RFC 3339).
+    at: String,
+}
+
+impl From<ViolationRow> for ViolationView {
+    fn from(row: ViolationRow) -> ViolationView {
+        let v = row.violation;
+        ViolationView {
+            agent_id: v.agent,
+            seq: v.seq,
+            kind: v.kind,
+            id: v.entity_id,
+            rule: v.rule,
+            detail: v.detail,
+            county: v.county,
+            fiscal_year: v.fiscal_year,
+            outcome: row.outcome,
+            at: rfc3339(v.at_ms),
+        }
+    }
+}
+
+async fn violations(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Json<ViolationsView>> {
+    require_api_key(&hub, &headers).await?;
+    let params = Params::new(query, &["county", "year", "rule", "limit"])?;
+    let county = params.county("county")?;
+    let year = params
+        .get("year")
+        .map(|y| Params::year(y, "year"))
+        .transpose()?;
+    let rule = params
+        .get("rule")
+        .map(|r| {
+            if r == MALFORMED_RECORD || Rule::parse(r).is_some() {
+                Ok(r.to_owned())
+            } else {
+                Err(bad_param("rule", format!("{r:?} is not a rule code")))
+            }
+        })
+        .transpose()?;
+    let limit = params
+        .get("limit")
+        .map(|l| {
+            l.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_VIOLATIONS).contains(n))
+                .ok_or_else(|| {
+                    bad_param(
+                        "limit",
+                        format!("must be from 1 to {MAX_VIOLATIONS}, got {l:?}"),
+                    )
+                })
+        })
+        .transpose()?
+        .unwrap_or(DEFAULT_VIOLATIONS);
+    let rows = hub
+        .violations(ViolationFilter {
+            county,
+            year,
+            rule,
+            limit,
+        })
+        .await?;
+    Ok(Json(ViolationsView {
+        violations: rows.into_iter().map(ViolationView::from).collect(),
     }))
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::{Clock as _, ManualClock};
 use crate::store::Role;
 use tongbu_shared::crypto::Domain;
 use tongbu_shared::signed::{RequestAuth, enroll_proof_bytes};
@@ -131,7 +131,8 @@ fn chain(key: &KeyPair, agent: &AgentId, from: u64, prev: Digest, n: u64) -> Vec
     (from..from + n)
         .map(|seq| {
             let body = format!(
-                r#"{{"kind":"payment","id":"P-{seq}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{seq}"}}"#
+                r#"{{"kind":"budget_line","id":"BL-{seq}","rev":1,"county":"430112","department":"101001","fiscal_year":2024,"catalogue_code":"A0501","amount_fen":{},"stage":"approved","approved_on":"2024-01-15"}}"#,
+                1000 * seq
             );
             let e = Envelope::sign(key, agent.clone(), seq, prev, body.into_bytes());
             prev = e.hash();
@@ -566,4 +567,374 @@ async fn revoked_agents_are_refused_everything() {
         (status, error_code(&resp)),
         (StatusCode::FORBIDDEN, "agent_revoked")
     );
+}
+
+// ---- the ledger, the policy and the grace period -----------------------------------------
+
+/// A chain of `bodies` signed by `key`, from genesis.
+fn envelopes(key: &KeyPair, agent: &AgentId, bodies: &[&str]) -> Vec<Envelope> {
+    let mut prev = Digest::GENESIS;
+    bodies
+        .iter()
+        .zip(1..)
+        .map(|(body, seq)| {
+            let e = Envelope::sign(key, agent.clone(), seq, prev, body.as_bytes().to_vec());
+            prev = e.hash();
+            e
+        })
+        .collect()
+}
+
+fn batch_with_cursor(envelopes: &[Envelope], cursor: u64) -> Vec<u8> {
+    serde_json::to_vec(&BatchRequest {
+        heartbeat: tongbu_shared::protocol::Heartbeat {
+            head_seq: envelopes.last().map_or(0, |e| e.seq),
+            queue_depth: 0,
+            agent_version: "0.1.0".into(),
+            last_error: None,
+            outcome_cursor: cursor,
+        },
+        envelopes: envelopes.to_vec(),
+    })
+    .unwrap()
+}
+
+const LINE: &str = r#"{"kind":"budget_line","id":"BL-1","rev":1,"county":"430112","department":"101001","fiscal_year":2024,"catalogue_code":"A0501","amount_fen":1000,"stage":"approved","approved_on":"2024-01-15"}"#;
+const OVER: &str = r#"{"kind":"contract","id":"C-1","rev":1,"county":"430112","budget_line_id":"BL-1","supplier_uscc":"91350100M000100Y43","supplier_name":"颐养居家养老服务中心","method":"public_tender","catalogue_code":"A0501","amount_fen":2000,"signed_on":"2024-03-01"}"#;
+const FITS: &str = r#"{"kind":"contract","id":"C-2","rev":1,"county":"430112","budget_line_id":"BL-1","supplier_uscc":"91350100M000100Y43","supplier_name":"颐养居家养老服务中心","method":"public_tender","catalogue_code":"A0501","amount_fen":600,"signed_on":"2024-03-01"}"#;
+const WAITS: &str = r#"{"kind":"payment","id":"P-1","rev":1,"county":"430112","contract_id":"C-9","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"GK-1"}"#;
+
+/// Sends a signed batch at the hub clock's time; returns the verified receipt.
+async fn send_batch(t: &TestHub, key: &KeyPair, agent: &AgentId, body: Vec<u8>) -> Receipt {
+    let now = t.clock.now_ms() / 1000;
+    send_signed(
+        &t.hub,
+        signed(key, agent, "POST", &batches_uri(agent), body, now),
+    )
+    .await
+}
+
+/// A full response (status, headers and body) to `req`.
+async fn send_full(hub: &Hub, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let resp = app(hub.clone()).oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn policy_request(
+    t: &TestHub,
+    key: &KeyPair,
+    agent: &AgentId,
+    etag: Option<&str>,
+) -> Request<Body> {
+    let now = t.clock.now_ms() / 1000;
+    let mut req = signed(key, agent, "GET", POLICY_PATH, Vec::new(), now);
+    if let Some(etag) = etag {
+        req.headers_mut()
+            .insert(header::IF_NONE_MATCH, etag.parse().unwrap());
+    }
+    req
+}
+
+#[tokio::test]
+async fn the_policy_is_served_signed_with_its_version_as_etag() {
+    use tongbu_shared::policy::{PolicyBundle, default_policy};
+    let t = test_hub().await;
+    let key = KeyPair::from_seed(&[21; 32]).unwrap();
+    let agent = enroll_agent(&t, &key).await;
+
+    let (status, headers, body) = send_full(&t.hub, policy_request(&t, &key, &agent, None)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers[header::ETAG], "\"1\"");
+    let signed: Signed<PolicyBundle> = serde_json::from_slice(&body).unwrap();
+    let bundle = signed.verify(&t.hub.public_key()).unwrap();
+    assert_eq!((bundle.version, bundle.issued_at_ms), (1, NOW_MS));
+    assert_eq!(bundle.doc(), default_policy());
+    // The payload is served exactly as stored (and signed).
+    let current = t.hub.current_policy().await.unwrap();
+    assert_eq!(signed.payload_bytes(), current.payload());
+
+    let (status, headers, body) =
+        send_full(&t.hub, policy_request(&t, &key, &agent, Some("\"1\""))).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers[header::ETAG], "\"1\"");
+    assert!(body.is_empty());
+
+    // A new version: the old ETag no longer matches.
+    let mut doc = default_policy();
+    doc.settings.grace_period_hours = 24;
+    let set = t.hub.set_policy(doc.clone()).await.unwrap();
+    assert_eq!(set.version, 2);
+    let (status, headers, body) =
+        send_full(&t.hub, policy_request(&t, &key, &agent, Some("\"1\""))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ETAG], "\"2\"");
+    let signed: Signed<PolicyBundle> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(signed.verify(&t.hub.public_key()).unwrap().doc(), doc);
+    let (status, _, _) = send_full(
+        &t.hub,
+        policy_request(&t, &key, &agent, Some("W/\"2\", \"3\"")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+    // Only enrolled agents, by signature.
+    let (status, body) = send(
+        &t.hub,
+        Request::get(POLICY_PATH).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&body), "bad_request_signature");
+    let stranger = KeyPair::from_seed(&[22; 32]).unwrap();
+    let (status, _) = send(&t.hub, policy_request(&t, &stranger, &agent, None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn ledger_violations_and_records_have_the_contract_shapes() {
+    let t = test_hub().await;
+    let key = KeyPair::from_seed(&[23; 32]).unwrap();
+    let agent = enroll_agent(&t, &key).await;
+    let c = envelopes(&key, &agent, &[LINE, OVER, FITS, WAITS]);
+    let receipt = send_batch(&t, &key, &agent, batch_with_cursor(&c, 0)).await;
+    let got: Vec<(Outcome, Vec<String>)> = receipt
+        .outcomes
+        .iter()
+        .map(|o| (o.outcome, o.codes.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Outcome::Accepted, vec![]),
+            (Outcome::Rejected, vec!["BUDGET_EXCEEDED".to_owned()]),
+            (Outcome::Accepted, vec![]),
+            (Outcome::Held, vec!["AWAITING_CONTRACT".to_owned()]),
+        ]
+    );
+    assert_eq!(receipt.policy_version, 1);
+    assert_eq!(receipt.outcomes[1].policy_version, Some(1));
+
+    let (status, body) = send(
+        &t.hub,
+        get_with_key("/api/v1/ledger?county=430112&year=2024", &t.api_key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"county": "430112", "year": 2024, "budget_approved_fen": 1000,
+            "contracted_fen": 600, "paid_fen": 0, "accepted": 2, "held": 1, "rejected": 1})
+    );
+    let (_, body) = send(
+        &t.hub,
+        get_with_key("/api/v1/ledger?county=431281&year=2023", &t.api_key),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"county": "431281", "year": 2023, "budget_approved_fen": 0,
+            "contracted_fen": 0, "paid_fen": 0, "accepted": 0, "held": 0, "rejected": 0})
+    );
+
+    let (status, body) = send(
+        &t.hub,
+        get_with_key("/api/v1/violations?county=430112", &t.api_key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["violations"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{body}");
+    let row = &rows[0];
+    for (field, value) in [
+        ("agent_id", json!(agent.as_str())),
+        ("seq", json!(2)),
+        ("kind", json!("contract")),
+        ("id", json!("C-1")),
+        ("rule", json!("BUDGET_EXCEEDED")),
+        ("county", json!("430112")),
+        ("fiscal_year", json!(2024)),
+        ("outcome", json!("rejected")),
+        ("at", json!("2026-11-27T06:48:33Z")),
+    ] {
+        assert_eq!(row[field], value, "{field} in {row}");
+    }
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("over its 1000 fen"),
+        "{row}"
+    );
+    for (query, n) in [
+        ("county=430112&rule=BUDGET_EXCEEDED", 1),
+        ("county=430112&rule=DATE_ORDER", 0),
+        ("county=430112&year=2023", 0),
+        ("county=430112&year=2024&limit=1", 1),
+        ("county=431281", 0),
+    ] {
+        let (status, body) = send(
+            &t.hub,
+            get_with_key(&format!("/api/v1/violations?{query}"), &t.api_key),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+        assert_eq!(body["violations"].as_array().unwrap().len(), n, "{query}");
+    }
+
+    let (status, body) = send(
+        &t.hub,
+        get_with_key(&format!("/api/v1/records/{agent}/2"), &t.api_key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["outcome"], "rejected");
+    assert_eq!(body["codes"], json!(["BUDGET_EXCEEDED"]));
+    assert_eq!(body["policy_version"], 1);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("BUDGET_EXCEEDED: ")
+    );
+
+    // Read calls need an API key.
+    let (status, _) = send(
+        &t.hub,
+        Request::get("/api/v1/ledger?county=430112&year=2024")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_refused_naming_the_parameter() {
+    let t = test_hub().await;
+    for (uri, param) in [
+        ("/api/v1/ledger?year=2024", "county"),
+        ("/api/v1/ledger?county=43011&year=2024", "county"),
+        ("/api/v1/ledger?county=430112", "year"),
+        ("/api/v1/ledger?county=430112&year=20x4", "year"),
+        ("/api/v1/ledger?county=430112&year=1800", "year"),
+        ("/api/v1/ledger?county=430112&year=2024&yaer=2024", "yaer"),
+        (
+            "/api/v1/ledger?county=430112&county=431281&year=2024",
+            "county",
+        ),
+        ("/api/v1/ledger", "county"),
+        ("/api/v1/violations", "county"),
+        ("/api/v1/violations?county=430112&rule=NOPE", "rule"),
+        ("/api/v1/violations?county=430112&limit=0", "limit"),
+        ("/api/v1/violations?county=430112&limit=x", "limit"),
+        ("/api/v1/violations?county=430112&year=two", "year"),
+    ] {
+        let (status, body) = send(&t.hub, get_with_key(uri, &t.api_key)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(error_code(&body), "bad_request", "{uri}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{param}`")), "{uri}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn held_records_expire_by_the_hub_clock_and_flow_back() {
+    let t = test_hub().await;
+    let key = KeyPair::from_seed(&[24; 32]).unwrap();
+    let agent = enroll_agent(&t, &key).await;
+    let c = envelopes(&key, &agent, &[WAITS]);
+    let receipt = send_batch(&t, &key, &agent, batch_with_cursor(&c, 0)).await;
+    assert_eq!(receipt.outcomes[0].outcome, Outcome::Held);
+
+    t.clock.advance_ms(72 * 3_600_000);
+    assert!(t.hub.expire_once().await.unwrap().is_empty());
+    t.clock.advance_ms(1);
+    let judged = t.hub.expire_once().await.unwrap();
+    assert_eq!(judged.len(), 1);
+    assert_eq!(judged[0].verdict.codes, ["UNKNOWN_CONTRACT"]);
+
+    let receipt = send_batch(&t, &key, &agent, batch_with_cursor(&[], 0)).await;
+    assert_eq!(receipt.updates.len(), 1);
+    let u = &receipt.updates[0];
+    assert_eq!((u.seq, u.outcome), (1, Outcome::Rejected));
+    assert_eq!(u.codes, ["UNKNOWN_CONTRACT"]);
+    assert!(
+        u.detail.as_deref().unwrap().contains("within 72 h"),
+        "{u:?}"
+    );
+    let cursor = receipt.outcome_cursor;
+    let receipt = send_batch(&t, &key, &agent, batch_with_cursor(&[], cursor)).await;
+    assert!(receipt.updates.is_empty());
+    assert_eq!(receipt.outcome_cursor, cursor);
+
+    let (_, body) = send(
+        &t.hub,
+        get_with_key("/api/v1/ledger?county=430112&year=2024", &t.api_key),
+    )
+    .await;
+    assert_eq!(
+        (body["held"].as_i64(), body["rejected"].as_i64()),
+        (Some(0), Some(1))
+    );
+    let (_, body) = send(
+        &t.hub,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let text = body.as_str().unwrap();
+    assert!(
+        text.contains("tongbu_records_total{outcome=\"held\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tongbu_records_total{outcome=\"rejected\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tongbu_violations_total{rule=\"UNKNOWN_CONTRACT\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("tongbu_records_held 0\n"), "{text}");
+    assert!(text.contains("tongbu_policy_version 1\n"), "{text}");
+}
+
+#[tokio::test]
+async fn the_grace_period_task_runs_until_stopped() {
+    let t = test_hub().await;
+    let key = KeyPair::from_seed(&[25; 32]).unwrap();
+    let agent = enroll_agent(&t, &key).await;
+    let c = envelopes(&key, &agent, &[WAITS]);
+    send_batch(&t, &key, &agent, batch_with_cursor(&c, 0)).await;
+    t.clock.advance_ms(73 * 3_600_000);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::expiry::run_until_stopped(
+        t.hub.clone(),
+        std::time::Duration::from_millis(5),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let e = t.hub.envelope(agent.clone(), 1).await.unwrap().unwrap();
+        if e.outcome == Outcome::Rejected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record was never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(20), task)
+        .await
+        .expect("the task stops when told")
+        .unwrap();
 }

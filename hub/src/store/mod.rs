@@ -4,14 +4,17 @@
 //! PostgreSQL backend can slot in later.
 //!
 //! Invariants every backend keeps: a write transaction is all or nothing and is durable when
-//! [`Store::write`] returns `Ok`; envelopes are never changed or deleted once stored; for each
-//! agent, envelopes `1..=acked_seq` are all present and `head_hash` is the hash of the last.
+//! [`Store::write`] returns `Ok`; envelopes are never changed or deleted once stored (only
+//! their verdict may be revised); for each agent, envelopes `1..=acked_seq` are all present and
+//! `head_hash` is the hash of the last; policy versions are never changed or deleted; ledger
+//! totals never go below zero.
 
 pub mod sqlite;
 
 use tongbu_shared::crypto::{Digest, PublicKey, Signature};
 use tongbu_shared::ids::{AgentId, CountyCode};
 use tongbu_shared::protocol::{AgentState, Outcome};
+use tongbu_shared::rules::{Entity, EntityKey, Slot, Totals, TotalsDelta};
 
 pub use sqlite::SqliteStore;
 
@@ -127,6 +130,16 @@ pub struct NewAgent {
     pub hostname: Option<String>,
 }
 
+/// The hub's verdict on one record: its outcome, the rule codes that apply, the findings'
+/// sentences and the policy version it was judged by (none for a malformed body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub codes: Vec<String>,
+    pub detail: Option<String>,
+    pub policy_version: Option<u64>,
+}
+
 /// An envelope as stored: the exact signed parts plus the hub's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEnvelope {
@@ -139,6 +152,11 @@ pub struct StoredEnvelope {
     pub received_at_ms: i64,
     pub outcome: Outcome,
     pub codes: Vec<String>,
+    pub detail: Option<String>,
+    pub policy_version: Option<u64>,
+    /// Its place in the order the hub stored envelopes of all agents (none only for an
+    /// envelope stored before the ledger existed and not judged yet).
+    pub arrival: Option<u64>,
 }
 
 impl StoredEnvelope {
@@ -161,6 +179,92 @@ pub struct StoredVerdict {
     pub hash: Digest,
     pub outcome: Outcome,
     pub codes: Vec<String>,
+    pub detail: Option<String>,
+    pub policy_version: Option<u64>,
+}
+
+/// A signed policy version: the exact payload bytes the hub signed and the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    pub version: u64,
+    pub payload: Vec<u8>,
+    pub sig: Signature,
+    pub created_at_ms: i64,
+    pub actor: String,
+}
+
+/// A record to keep waiting for its predecessor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldEntry {
+    /// The record's arrival (orders the held set).
+    pub arrival: u64,
+    pub agent: AgentId,
+    pub seq: u64,
+    pub waits_on: EntityKey,
+    pub received_at_ms: i64,
+    pub policy_version: u64,
+    /// The ledger row it counts in as held.
+    pub held_at: Slot,
+}
+
+/// A held record taken out of the held set, with its envelope's exact body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRecord {
+    pub entry: HeldEntry,
+    pub body: Vec<u8>,
+}
+
+/// An envelope stored before the ledger existed, waiting to be judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unjudged {
+    pub agent: AgentId,
+    pub seq: u64,
+    pub body: Vec<u8>,
+    pub received_at_ms: i64,
+    pub outcome: Outcome,
+    pub codes: Vec<String>,
+}
+
+/// One rule code of a decided record, to record as a violation (or warning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewViolation {
+    pub agent: AgentId,
+    pub seq: u64,
+    pub county: CountyCode,
+    /// Unknown for a body that is not a well-formed record.
+    pub fiscal_year: Option<i32>,
+    /// The record's kind and entity id ('' when unknown).
+    pub kind: String,
+    pub entity_id: String,
+    pub rule: String,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// A violation as `GET /api/v1/violations` lists it, with its record's current outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViolationRow {
+    pub violation: NewViolation,
+    pub arrival: u64,
+    pub outcome: Outcome,
+}
+
+/// Which violations to list: one county's, optionally of one fiscal year or one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViolationFilter {
+    pub county: CountyCode,
+    pub year: Option<i32>,
+    pub rule: Option<String>,
+    pub limit: u32,
+}
+
+/// A change in an earlier record's outcome, with the record's verdict now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeUpdate {
+    /// The change's position in the feed (an agent's cursor).
+    pub id: u64,
+    pub seq: u64,
+    pub verdict: Verdict,
 }
 
 /// What an agent said about itself in its last request.
@@ -243,6 +347,37 @@ pub trait Reads {
     ) -> Result<Vec<StoredVerdict>, StoreError>;
     fn alerts(&self, agent: &AgentId) -> Result<Vec<Alert>, StoreError>;
     fn equivocations(&self, agent: &AgentId) -> Result<Vec<Equivocation>, StoreError>;
+
+    // ---- policy and ledger ------------------------------------------------------------
+
+    /// The highest policy version (0 when there is none yet).
+    fn current_policy_version(&self) -> Result<u64, StoreError>;
+    fn policy(&self, version: u64) -> Result<Option<StoredPolicy>, StoreError>;
+    /// The highest arrival given to an envelope (0 when none).
+    fn last_arrival(&self) -> Result<u64, StoreError>;
+    fn entity(&self, key: &EntityKey) -> Result<Option<Entity>, StoreError>;
+    /// The ledger rows of a county (of one fiscal year, if given), ordered by year and
+    /// catalogue code. An index range read.
+    fn ledger_rows(
+        &self,
+        county: &CountyCode,
+        year: Option<i32>,
+    ) -> Result<Vec<(Slot, Totals)>, StoreError>;
+    /// Violations matching `filter`, in the order their records arrived.
+    fn violations(&self, filter: &ViolationFilter) -> Result<Vec<ViolationRow>, StoreError>;
+    /// The agent's outcome changes after `after`, oldest first, at most `limit`.
+    fn outcome_updates(
+        &self,
+        agent: &AgentId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutcomeUpdate>, StoreError>;
+    /// The id of the last outcome change of any agent (0 when none).
+    fn last_outcome_change(&self) -> Result<u64, StoreError>;
+    /// How many records are held now.
+    fn held_count(&self) -> Result<u64, StoreError>;
+    /// Envelopes stored before the ledger existed and not judged yet, oldest first.
+    fn unjudged(&self, limit: usize) -> Result<Vec<Unjudged>, StoreError>;
 }
 
 /// Changes, made only inside a write transaction.
@@ -285,15 +420,51 @@ pub trait Writes: Reads {
     fn insert_alert(&mut self, alert: &Alert) -> Result<(), StoreError>;
     fn insert_equivocation(&mut self, evidence: &Equivocation) -> Result<(), StoreError>;
     fn insert_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    // ---- policy and ledger ------------------------------------------------------------
+
+    /// Adds a policy version (it must not exist yet).
+    fn insert_policy(&mut self, policy: &StoredPolicy) -> Result<(), StoreError>;
+    /// Gives an envelope stored before the ledger existed its arrival.
+    fn set_arrival(&mut self, agent: &AgentId, seq: u64, arrival: u64) -> Result<(), StoreError>;
+    /// Replaces the verdict of a stored envelope.
+    fn set_verdict(
+        &mut self,
+        agent: &AgentId,
+        seq: u64,
+        verdict: &Verdict,
+    ) -> Result<(), StoreError>;
+    fn put_entity(&mut self, key: &EntityKey, entity: &Entity) -> Result<(), StoreError>;
+    /// Adds `delta` to the ledger row of (county, slot), creating it at zero; refuses (as
+    /// `Corrupt`) a figure that would go below zero or overflow.
+    fn add_totals(
+        &mut self,
+        county: &CountyCode,
+        slot: &Slot,
+        delta: &TotalsDelta,
+    ) -> Result<(), StoreError>;
+    fn insert_held(&mut self, entry: &HeldEntry) -> Result<(), StoreError>;
+    /// Removes and returns the records waiting for `key`, in arrival order.
+    fn take_held_waiting_on(&mut self, key: &EntityKey) -> Result<Vec<HeldRecord>, StoreError>;
+    /// Removes and returns the records held since before `cutoff_ms`, in arrival order.
+    fn take_held_before(&mut self, cutoff_ms: i64) -> Result<Vec<HeldRecord>, StoreError>;
+    fn insert_violation(&mut self, violation: &NewViolation) -> Result<(), StoreError>;
+    /// Appends to the feed of changed outcomes; returns the change's id.
+    fn insert_outcome_change(
+        &mut self,
+        agent: &AgentId,
+        seq: u64,
+        at_ms: i64,
+    ) -> Result<u64, StoreError>;
 }
 
-/// One envelope to append, with its hash and the hub's verdict.
+/// One envelope to append, with its hash, its arrival and the hub's verdict.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEnvelope<'a> {
     pub envelope: &'a tongbu_shared::Envelope,
     pub hash: Digest,
-    pub outcome: Outcome,
-    pub codes: &'a [String],
+    pub arrival: u64,
+    pub verdict: &'a Verdict,
 }
 
 /// A storage backend connection. The closures are called exactly once; they take `&mut dyn

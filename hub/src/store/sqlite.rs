@@ -12,16 +12,24 @@ use tongbu_shared::crypto::{Digest, PublicKey, Signature};
 use tongbu_shared::ids::{AgentId, CountyCode};
 use tongbu_shared::protocol::{AgentState, Outcome};
 
+use tongbu_shared::ids::Code;
+use tongbu_shared::record::Kind;
+use tongbu_shared::rules::{Entity, EntityKey, Slot, Totals, TotalsDelta};
+
 use super::{
     AgentRecord, Alert, AlertKind, ApiKey, AuditEntry, County, EnrollToken, Equivocation,
-    HeartbeatUpdate, NewAgent, NewEnvelope, Reads, Role, Store, StoreError, StoredEnvelope,
-    StoredVerdict, Writes,
+    HeartbeatUpdate, HeldEntry, HeldRecord, NewAgent, NewEnvelope, NewViolation, OutcomeUpdate,
+    Reads, Role, Store, StoreError, StoredEnvelope, StoredPolicy, StoredVerdict, Unjudged, Verdict,
+    ViolationFilter, ViolationRow, Writes,
 };
 
 pub const DB_FILE: &str = "hub.db";
 
 /// Schema migrations, applied in order; `user_version` counts how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_ledger.sql"),
+];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -212,6 +220,127 @@ fn codes_from_json(s: &str) -> Result<Vec<String>, StoreError> {
 
 fn codes_to_json(codes: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(codes).map_err(|e| StoreError::Backend(format!("codes: {e}")))
+}
+
+fn signature(bytes: &[u8]) -> Result<Signature, StoreError> {
+    Signature::from_slice(bytes).ok_or_else(|| StoreError::Corrupt("sig is not 64 bytes".into()))
+}
+
+fn outcome_of(s: &str) -> Result<Outcome, StoreError> {
+    Outcome::parse(s).ok_or_else(|| StoreError::Corrupt(format!("outcome {s:?}")))
+}
+
+/// An UPDATE that must have changed exactly one row.
+fn one_row(n: usize, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(what()))
+    }
+}
+
+/// A held-set DELETE must remove exactly the rows just read (each held row has its envelope).
+fn check_taken(deleted: usize, read: usize) -> Result<(), StoreError> {
+    if deleted == read {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "{deleted} held records removed but {read} found with their envelopes"
+        )))
+    }
+}
+
+/// A verdict's columns (outcome, codes, detail, policy_version) as SQLite returns them.
+struct VerdictRow {
+    outcome: String,
+    codes: String,
+    detail: Option<String>,
+    policy_version: Option<i64>,
+}
+
+impl VerdictRow {
+    fn from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<VerdictRow> {
+        Ok(VerdictRow {
+            outcome: row.get(at)?,
+            codes: row.get(at + 1)?,
+            detail: row.get(at + 2)?,
+            policy_version: row.get(at + 3)?,
+        })
+    }
+
+    fn check(self) -> Result<Verdict, StoreError> {
+        Ok(Verdict {
+            outcome: outcome_of(&self.outcome)?,
+            codes: codes_from_json(&self.codes)?,
+            detail: self.detail,
+            policy_version: self
+                .policy_version
+                .map(|v| to_u64(v, "policy version"))
+                .transpose()?,
+        })
+    }
+}
+
+const HELD_COLUMNS: &str = "h.arrival, h.agent_id, h.seq, h.waits_county, h.waits_kind, \
+     h.waits_id, h.received_at_ms, h.policy_version, h.held_year, h.held_catalogue, e.body";
+
+/// A held row joined with its envelope's body, before its values are checked.
+struct HeldRow {
+    arrival: i64,
+    agent_id: String,
+    seq: i64,
+    waits_county: String,
+    waits_kind: String,
+    waits_id: String,
+    received_at_ms: i64,
+    policy_version: i64,
+    held_year: i32,
+    held_catalogue: String,
+    body: Vec<u8>,
+}
+
+impl HeldRow {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<HeldRow> {
+        Ok(HeldRow {
+            arrival: row.get(0)?,
+            agent_id: row.get(1)?,
+            seq: row.get(2)?,
+            waits_county: row.get(3)?,
+            waits_kind: row.get(4)?,
+            waits_id: row.get(5)?,
+            received_at_ms: row.get(6)?,
+            policy_version: row.get(7)?,
+            held_year: row.get(8)?,
+            held_catalogue: row.get(9)?,
+            body: row.get(10)?,
+        })
+    }
+
+    fn check(self) -> Result<HeldRecord, StoreError> {
+        let kind = Kind::parse(&self.waits_kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("held kind {:?}", self.waits_kind)))?;
+        let id = Code::parse(&self.waits_id)
+            .map_err(|e| StoreError::Corrupt(format!("held id {:?}: {e}", self.waits_id)))?;
+        Ok(HeldRecord {
+            entry: HeldEntry {
+                arrival: to_u64(self.arrival, "arrival")?,
+                agent: agent_id(&self.agent_id)?,
+                seq: to_u64(self.seq, "seq")?,
+                waits_on: EntityKey {
+                    county: county_code(&self.waits_county)?,
+                    kind,
+                    id,
+                },
+                received_at_ms: self.received_at_ms,
+                policy_version: to_u64(self.policy_version, "policy version")?,
+                held_at: Slot {
+                    year: self.held_year,
+                    catalogue: self.held_catalogue,
+                },
+            },
+            body: self.body,
+        })
+    }
 }
 
 const AGENT_COLUMNS: &str = "agent_id, county, public_key, state, enrolled_at_ms, acked_seq, \
@@ -423,39 +552,45 @@ impl Reads for Sql<'_> {
         let row = self
             .0
             .prepare_cached(
-                "SELECT prev, body, sig, hash, received_at_ms, outcome, codes \
-                 FROM envelopes WHERE agent_id = ?1 AND seq = ?2",
+                "SELECT prev, body, sig, hash, received_at_ms, outcome, codes, detail, \
+                 policy_version, arrival FROM envelopes WHERE agent_id = ?1 AND seq = ?2",
             )
             .and_then(|mut st| {
                 st.query_row(params![agent.as_str(), seq_i], |row| {
                     Ok((
-                        row.get::<_, Vec<u8>>(0)?,
-                        row.get::<_, Vec<u8>>(1)?,
-                        row.get::<_, Vec<u8>>(2)?,
-                        row.get::<_, Vec<u8>>(3)?,
-                        row.get::<_, i64>(4)?,
-                        row.get::<_, String>(5)?,
-                        row.get::<_, String>(6)?,
+                        (
+                            row.get::<_, Vec<u8>>(0)?,
+                            row.get::<_, Vec<u8>>(1)?,
+                            row.get::<_, Vec<u8>>(2)?,
+                            row.get::<_, Vec<u8>>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ),
+                        VerdictRow::from_row(row, 5)?,
+                        row.get::<_, Option<i64>>(9)?,
                     ))
                 })
                 .optional()
             })
             .map_err(from_sqlite)?;
-        row.map(|(prev, body, sig, hash, received_at_ms, outcome, codes)| {
-            Ok(StoredEnvelope {
-                agent: agent.clone(),
-                seq,
-                prev: digest(&prev, "prev")?,
-                body,
-                sig: Signature::from_slice(&sig)
-                    .ok_or_else(|| StoreError::Corrupt("sig is not 64 bytes".into()))?,
-                hash: digest(&hash, "hash")?,
-                received_at_ms,
-                outcome: Outcome::parse(&outcome)
-                    .ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome:?}")))?,
-                codes: codes_from_json(&codes)?,
-            })
-        })
+        row.map(
+            |((prev, body, sig, hash, received_at_ms), verdict, arrival)| {
+                let verdict = verdict.check()?;
+                Ok(StoredEnvelope {
+                    agent: agent.clone(),
+                    seq,
+                    prev: digest(&prev, "prev")?,
+                    body,
+                    sig: signature(&sig)?,
+                    hash: digest(&hash, "hash")?,
+                    received_at_ms,
+                    outcome: verdict.outcome,
+                    codes: verdict.codes,
+                    detail: verdict.detail,
+                    policy_version: verdict.policy_version,
+                    arrival: arrival.map(|a| to_u64(a, "arrival")).transpose()?,
+                })
+            },
+        )
         .transpose()
     }
 
@@ -468,7 +603,7 @@ impl Reads for Sql<'_> {
         let rows = self
             .0
             .prepare_cached(
-                "SELECT seq, hash, outcome, codes FROM envelopes \
+                "SELECT seq, hash, outcome, codes, detail, policy_version FROM envelopes \
                  WHERE agent_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
             )
             .and_then(|mut st| {
@@ -482,8 +617,7 @@ impl Reads for Sql<'_> {
                         Ok((
                             row.get::<_, i64>(0)?,
                             row.get::<_, Vec<u8>>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, String>(3)?,
+                            VerdictRow::from_row(row, 2)?,
                         ))
                     },
                 )?
@@ -491,13 +625,15 @@ impl Reads for Sql<'_> {
             })
             .map_err(from_sqlite)?;
         rows.into_iter()
-            .map(|(seq, hash, outcome, codes)| {
+            .map(|(seq, hash, verdict)| {
+                let verdict = verdict.check()?;
                 Ok(StoredVerdict {
                     seq: to_u64(seq, "seq")?,
                     hash: digest(&hash, "hash")?,
-                    outcome: Outcome::parse(&outcome)
-                        .ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome:?}")))?,
-                    codes: codes_from_json(&codes)?,
+                    outcome: verdict.outcome,
+                    codes: verdict.codes,
+                    detail: verdict.detail,
+                    policy_version: verdict.policy_version,
                 })
             })
             .collect()
@@ -559,6 +695,292 @@ impl Reads for Sql<'_> {
                     seq: to_u64(seq, "equivocation seq")?,
                     evidence,
                     at_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn current_policy_version(&self) -> Result<u64, StoreError> {
+        let v = self
+            .0
+            .prepare_cached("SELECT coalesce(max(version), 0) FROM policies")
+            .and_then(|mut st| st.query_row([], |row| row.get::<_, i64>(0)))
+            .map_err(from_sqlite)?;
+        to_u64(v, "policy version")
+    }
+
+    fn policy(&self, version: u64) -> Result<Option<StoredPolicy>, StoreError> {
+        let Ok(v) = i64::try_from(version) else {
+            return Ok(None);
+        };
+        let row = self
+            .0
+            .prepare_cached(
+                "SELECT payload, sig, created_at_ms, actor FROM policies WHERE version = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([v], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, Vec<u8>>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(from_sqlite)?;
+        row.map(|(payload, sig, created_at_ms, actor)| {
+            Ok(StoredPolicy {
+                version,
+                payload,
+                sig: signature(&sig)?,
+                created_at_ms,
+                actor,
+            })
+        })
+        .transpose()
+    }
+
+    fn last_arrival(&self) -> Result<u64, StoreError> {
+        let v = self
+            .0
+            .prepare_cached("SELECT coalesce(max(arrival), 0) FROM envelopes")
+            .and_then(|mut st| st.query_row([], |row| row.get::<_, i64>(0)))
+            .map_err(from_sqlite)?;
+        to_u64(v, "arrival")
+    }
+
+    fn entity(&self, key: &EntityKey) -> Result<Option<Entity>, StoreError> {
+        let state = self
+            .0
+            .prepare_cached(
+                "SELECT state FROM entities WHERE county = ?1 AND kind = ?2 AND id = ?3",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![key.county.as_str(), key.kind.as_str(), key.id.as_str()],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .map_err(from_sqlite)?;
+        state
+            .map(|s| {
+                serde_json::from_str(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("entity {key}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn ledger_rows(
+        &self,
+        county: &CountyCode,
+        year: Option<i32>,
+    ) -> Result<Vec<(Slot, Totals)>, StoreError> {
+        const COLUMNS: &str = "fiscal_year, catalogue_code, budget_approved_fen, \
+             contracted_fen, paid_fen, accepted, held, rejected";
+        let map = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(Slot, Totals)> {
+            Ok((
+                Slot {
+                    year: row.get(0)?,
+                    catalogue: row.get(1)?,
+                },
+                Totals {
+                    budget_approved: row.get(2)?,
+                    contracted: row.get(3)?,
+                    paid: row.get(4)?,
+                    accepted: row.get(5)?,
+                    held: row.get(6)?,
+                    rejected: row.get(7)?,
+                },
+            ))
+        };
+        match year {
+            Some(year) => self
+                .0
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM ledger WHERE county = ?1 AND fiscal_year = ?2 \
+                     ORDER BY catalogue_code"
+                ))
+                .and_then(|mut st| {
+                    st.query_map(params![county.as_str(), year], map)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                }),
+            None => self
+                .0
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM ledger WHERE county = ?1 \
+                     ORDER BY fiscal_year, catalogue_code"
+                ))
+                .and_then(|mut st| {
+                    st.query_map(params![county.as_str()], map)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                }),
+        }
+        .map_err(from_sqlite)
+    }
+
+    fn violations(&self, filter: &ViolationFilter) -> Result<Vec<ViolationRow>, StoreError> {
+        // One statement per combination of filters, so that each can use its index (by county,
+        // or by rule and county) and read rows already in arrival order.
+        let mut sql = String::from(
+            "SELECT v.agent_id, v.seq, v.arrival, v.county, v.fiscal_year, v.kind, \
+             v.entity_id, v.rule, v.detail, v.at_ms, e.outcome \
+             FROM violations v JOIN envelopes e ON e.agent_id = v.agent_id AND e.seq = v.seq \
+             WHERE v.county = ?1",
+        );
+        if filter.year.is_some() {
+            sql.push_str(" AND v.fiscal_year = ?2");
+        }
+        if filter.rule.is_some() {
+            sql.push_str(" AND v.rule = ?3");
+        }
+        sql.push_str(" ORDER BY v.arrival, v.id LIMIT ?4");
+        let rows = self
+            .0
+            .prepare_cached(&sql)
+            .and_then(|mut st| {
+                let county = filter.county.as_str();
+                let limit = i64::from(filter.limit);
+                let year = filter.year;
+                let rule = filter.rule.as_deref();
+                // Unused numbered parameters are bound as NULL; the statement ignores them.
+                st.query_map(params![county, year, rule, limit], |row| {
+                    Ok((
+                        (
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, Option<i32>>(4)?,
+                        ),
+                        (
+                            row.get::<_, String>(5)?,
+                            row.get::<_, String>(6)?,
+                            row.get::<_, String>(7)?,
+                            row.get::<_, String>(8)?,
+                            row.get::<_, i64>(9)?,
+                            row.get::<_, String>(10)?,
+                        ),
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(from_sqlite)?;
+        rows.into_iter()
+            .map(
+                |(
+                    (agent, seq, arrival, county, fiscal_year),
+                    (kind, entity_id, rule, detail, at_ms, outcome),
+                )| {
+                    Ok(ViolationRow {
+                        violation: NewViolation {
+                            agent: agent_id(&agent)?,
+                            seq: to_u64(seq, "seq")?,
+                            county: county_code(&county)?,
+                            fiscal_year,
+                            kind,
+                            entity_id,
+                            rule,
+                            detail,
+                            at_ms,
+                        },
+                        arrival: to_u64(arrival, "arrival")?,
+                        outcome: outcome_of(&outcome)?,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    fn outcome_updates(
+        &self,
+        agent: &AgentId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutcomeUpdate>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .0
+            .prepare_cached(
+                "SELECT c.id, c.seq, e.outcome, e.codes, e.detail, e.policy_version \
+                 FROM outcome_changes c \
+                 JOIN envelopes e ON e.agent_id = c.agent_id AND e.seq = c.seq \
+                 WHERE c.agent_id = ?1 AND c.id > ?2 ORDER BY c.id LIMIT ?3",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![agent.as_str(), after, limit], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        VerdictRow::from_row(row, 2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(from_sqlite)?;
+        rows.into_iter()
+            .map(|(id, seq, verdict)| {
+                Ok(OutcomeUpdate {
+                    id: to_u64(id, "outcome change id")?,
+                    seq: to_u64(seq, "seq")?,
+                    verdict: verdict.check()?,
+                })
+            })
+            .collect()
+    }
+
+    fn last_outcome_change(&self) -> Result<u64, StoreError> {
+        let v = self
+            .0
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM outcome_changes")
+            .and_then(|mut st| st.query_row([], |row| row.get::<_, i64>(0)))
+            .map_err(from_sqlite)?;
+        to_u64(v, "outcome change id")
+    }
+
+    fn held_count(&self) -> Result<u64, StoreError> {
+        let v = self
+            .0
+            .prepare_cached("SELECT count(*) FROM held")
+            .and_then(|mut st| st.query_row([], |row| row.get::<_, i64>(0)))
+            .map_err(from_sqlite)?;
+        to_u64(v, "held count")
+    }
+
+    fn unjudged(&self, limit: usize) -> Result<Vec<Unjudged>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .0
+            .prepare_cached(
+                "SELECT agent_id, seq, body, received_at_ms, outcome, codes FROM envelopes \
+                 WHERE arrival IS NULL ORDER BY received_at_ms, agent_id, seq LIMIT ?1",
+            )
+            .and_then(|mut st| {
+                st.query_map([limit], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, String>(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(from_sqlite)?;
+        rows.into_iter()
+            .map(|(agent, seq, body, received_at_ms, outcome, codes)| {
+                Ok(Unjudged {
+                    agent: agent_id(&agent)?,
+                    seq: to_u64(seq, "seq")?,
+                    body,
+                    received_at_ms,
+                    outcome: outcome_of(&outcome)?,
+                    codes: codes_from_json(&codes)?,
                 })
             })
             .collect()
@@ -684,13 +1106,14 @@ impl Writes for Sql<'_> {
         let mut st = self
             .0
             .prepare_cached(
-                "INSERT INTO envelopes \
-                 (agent_id, seq, prev, body, sig, hash, received_at_ms, outcome, codes) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO envelopes (agent_id, seq, prev, body, sig, hash, received_at_ms, \
+                 outcome, codes, detail, policy_version, arrival) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .map_err(from_sqlite)?;
         for e in envelopes {
             let env = e.envelope;
+            let v = e.verdict;
             st.execute(params![
                 env.agent.as_str(),
                 to_i64(env.seq, "seq")?,
@@ -699,8 +1122,13 @@ impl Writes for Sql<'_> {
                 &env.sig.0[..],
                 &e.hash.0[..],
                 received_at_ms,
-                e.outcome.as_str(),
-                codes_to_json(e.codes)?,
+                v.outcome.as_str(),
+                codes_to_json(&v.codes)?,
+                v.detail,
+                v.policy_version
+                    .map(|p| to_i64(p, "policy version"))
+                    .transpose()?,
+                to_i64(e.arrival, "arrival")?,
             ])
             .map_err(from_sqlite)?;
         }
@@ -814,6 +1242,271 @@ impl Writes for Sql<'_> {
             .map(|_| ())
             .map_err(from_sqlite)
     }
+    fn insert_policy(&mut self, policy: &StoredPolicy) -> Result<(), StoreError> {
+        let version = to_i64(policy.version, "policy version")?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO policies (version, payload, sig, created_at_ms, actor) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    version,
+                    &policy.payload[..],
+                    &policy.sig.0[..],
+                    policy.created_at_ms,
+                    policy.actor
+                ])
+            })
+            .map(|_| ())
+            .map_err(from_sqlite)
+    }
+
+    fn set_arrival(&mut self, agent: &AgentId, seq: u64, arrival: u64) -> Result<(), StoreError> {
+        let (seq_i, arrival) = (to_i64(seq, "seq")?, to_i64(arrival, "arrival")?);
+        let n = self
+            .0
+            .prepare_cached(
+                "UPDATE envelopes SET arrival = ?3 \
+                 WHERE agent_id = ?1 AND seq = ?2 AND arrival IS NULL",
+            )
+            .and_then(|mut st| st.execute(params![agent.as_str(), seq_i, arrival]))
+            .map_err(from_sqlite)?;
+        one_row(n, || format!("{agent} seq {seq} already has an arrival"))
+    }
+
+    fn set_verdict(
+        &mut self,
+        agent: &AgentId,
+        seq: u64,
+        verdict: &Verdict,
+    ) -> Result<(), StoreError> {
+        let policy_version = verdict
+            .policy_version
+            .map(|v| to_i64(v, "policy version"))
+            .transpose()?;
+        let (seq_i, codes) = (to_i64(seq, "seq")?, codes_to_json(&verdict.codes)?);
+        let n = self
+            .0
+            .prepare_cached(
+                "UPDATE envelopes SET outcome = ?3, codes = ?4, detail = ?5, policy_version = ?6 \
+                 WHERE agent_id = ?1 AND seq = ?2",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    agent.as_str(),
+                    seq_i,
+                    verdict.outcome.as_str(),
+                    codes,
+                    verdict.detail,
+                    policy_version
+                ])
+            })
+            .map_err(from_sqlite)?;
+        one_row(n, || format!("no envelope {agent} seq {seq} to judge"))
+    }
+
+    fn put_entity(&mut self, key: &EntityKey, entity: &Entity) -> Result<(), StoreError> {
+        let state = serde_json::to_string(entity)
+            .map_err(|e| StoreError::Backend(format!("entity {key}: {e}")))?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO entities (county, kind, id, state) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (county, kind, id) DO UPDATE SET state = excluded.state",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    key.county.as_str(),
+                    key.kind.as_str(),
+                    key.id.as_str(),
+                    state
+                ])
+            })
+            .map(|_| ())
+            .map_err(from_sqlite)
+    }
+
+    fn add_totals(
+        &mut self,
+        county: &CountyCode,
+        slot: &Slot,
+        delta: &TotalsDelta,
+    ) -> Result<(), StoreError> {
+        let now = self
+            .0
+            .prepare_cached(
+                "SELECT budget_approved_fen, contracted_fen, paid_fen, accepted, held, rejected \
+                 FROM ledger WHERE county = ?1 AND fiscal_year = ?2 AND catalogue_code = ?3",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![county.as_str(), slot.year, slot.catalogue], |row| {
+                    Ok(Totals {
+                        budget_approved: row.get(0)?,
+                        contracted: row.get(1)?,
+                        paid: row.get(2)?,
+                        accepted: row.get(3)?,
+                        held: row.get(4)?,
+                        rejected: row.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(from_sqlite)?
+            .unwrap_or_default();
+        let next = now.apply(delta).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the ledger totals of {county} {} {:?} would go below zero or overflow \
+                 ({now:?} + {delta:?})",
+                slot.year, slot.catalogue
+            ))
+        })?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO ledger (county, fiscal_year, catalogue_code, budget_approved_fen, \
+                 contracted_fen, paid_fen, accepted, held, rejected) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (county, fiscal_year, catalogue_code) DO UPDATE SET \
+                 budget_approved_fen = excluded.budget_approved_fen, \
+                 contracted_fen = excluded.contracted_fen, paid_fen = excluded.paid_fen, \
+                 accepted = excluded.accepted, held = excluded.held, rejected = excluded.rejected",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    county.as_str(),
+                    slot.year,
+                    slot.catalogue,
+                    next.budget_approved,
+                    next.contracted,
+                    next.paid,
+                    next.accepted,
+                    next.held,
+                    next.rejected
+                ])
+            })
+            .map(|_| ())
+            .map_err(from_sqlite)
+    }
+
+    fn insert_held(&mut self, entry: &HeldEntry) -> Result<(), StoreError> {
+        let w = &entry.waits_on;
+        let arrival = to_i64(entry.arrival, "arrival")?;
+        let seq = to_i64(entry.seq, "seq")?;
+        let policy_version = to_i64(entry.policy_version, "policy version")?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO held (arrival, agent_id, seq, waits_county, waits_kind, waits_id, \
+                 received_at_ms, policy_version, held_year, held_catalogue) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    arrival,
+                    entry.agent.as_str(),
+                    seq,
+                    w.county.as_str(),
+                    w.kind.as_str(),
+                    w.id.as_str(),
+                    entry.received_at_ms,
+                    policy_version,
+                    entry.held_at.year,
+                    entry.held_at.catalogue
+                ])
+            })
+            .map(|_| ())
+            .map_err(from_sqlite)
+    }
+
+    fn take_held_waiting_on(&mut self, key: &EntityKey) -> Result<Vec<HeldRecord>, StoreError> {
+        let args = params![key.county.as_str(), key.kind.as_str(), key.id.as_str()];
+        let rows = self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {HELD_COLUMNS} FROM held h \
+                 JOIN envelopes e ON e.agent_id = h.agent_id AND e.seq = h.seq \
+                 WHERE h.waits_county = ?1 AND h.waits_kind = ?2 AND h.waits_id = ?3 \
+                 ORDER BY h.arrival"
+            ))
+            .and_then(|mut st| {
+                st.query_map(args, HeldRow::from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(from_sqlite)?;
+        let n = self
+            .0
+            .prepare_cached(
+                "DELETE FROM held WHERE waits_county = ?1 AND waits_kind = ?2 AND waits_id = ?3",
+            )
+            .and_then(|mut st| st.execute(args))
+            .map_err(from_sqlite)?;
+        check_taken(n, rows.len())?;
+        rows.into_iter().map(HeldRow::check).collect()
+    }
+
+    fn take_held_before(&mut self, cutoff_ms: i64) -> Result<Vec<HeldRecord>, StoreError> {
+        // Through the index on the time of receipt: usually nothing has expired, and the
+        // held set is not scanned to find that out.
+        let rows = self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {HELD_COLUMNS} FROM held h INDEXED BY held_by_received \
+                 JOIN envelopes e ON e.agent_id = h.agent_id AND e.seq = h.seq \
+                 WHERE h.received_at_ms < ?1 ORDER BY h.arrival"
+            ))
+            .and_then(|mut st| {
+                st.query_map([cutoff_ms], HeldRow::from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(from_sqlite)?;
+        let n = self
+            .0
+            .prepare_cached("DELETE FROM held WHERE received_at_ms < ?1")
+            .and_then(|mut st| st.execute([cutoff_ms]))
+            .map_err(from_sqlite)?;
+        check_taken(n, rows.len())?;
+        rows.into_iter().map(HeldRow::check).collect()
+    }
+
+    fn insert_violation(&mut self, v: &NewViolation) -> Result<(), StoreError> {
+        let seq = to_i64(v.seq, "seq")?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO violations (agent_id, seq, arrival, county, fiscal_year, kind, \
+                 entity_id, rule, detail, at_ms) \
+                 VALUES (?1, ?2, (SELECT arrival FROM envelopes WHERE agent_id = ?1 AND seq = ?2), \
+                 ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    v.agent.as_str(),
+                    seq,
+                    v.county.as_str(),
+                    v.fiscal_year,
+                    v.kind,
+                    v.entity_id,
+                    v.rule,
+                    v.detail,
+                    v.at_ms
+                ])
+            })
+            .map(|_| ())
+            .map_err(from_sqlite)
+    }
+
+    fn insert_outcome_change(
+        &mut self,
+        agent: &AgentId,
+        seq: u64,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let seq = to_i64(seq, "seq")?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO outcome_changes (agent_id, seq, at_ms) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut st| st.execute(params![agent.as_str(), seq, at_ms]))
+            .map_err(from_sqlite)?;
+        to_u64(self.0.last_insert_rowid(), "outcome change id")
+    }
 }
 
 #[cfg(test)]
@@ -845,6 +1538,12 @@ mod tests {
             "api_keys",
             "alerts",
             "equivocations",
+            "policies",
+            "entities",
+            "ledger",
+            "held",
+            "violations",
+            "outcome_changes",
         ] {
             let n: i64 = store
                 .conn
@@ -909,8 +1608,13 @@ mod tests {
                 &[NewEnvelope {
                     envelope: &env,
                     hash: env.hash(),
-                    outcome: Outcome::Accepted,
-                    codes: &[],
+                    arrival: 1,
+                    verdict: &Verdict {
+                        outcome: Outcome::Accepted,
+                        codes: vec![],
+                        detail: None,
+                        policy_version: None,
+                    },
                 }],
             )
         })
@@ -931,6 +1635,90 @@ mod tests {
                 .conn
                 .execute("UPDATE envelopes SET outcome = 'rejected'", [])
                 .is_ok()
+        );
+        // The verdict may be revised; the arrival, once given, may not.
+        let verdict = Verdict {
+            outcome: Outcome::Rejected,
+            codes: vec!["DATE_ORDER".into()],
+            detail: Some("DATE_ORDER: paid before signed".into()),
+            policy_version: Some(3),
+        };
+        write(&mut store, |w| w.set_verdict(&id, 1, &verdict)).unwrap();
+        let stored = read(&mut store, |r| r.envelope(&id, 1)).unwrap().unwrap();
+        assert_eq!(
+            (
+                stored.codes,
+                stored.detail,
+                stored.policy_version,
+                stored.arrival
+            ),
+            (
+                verdict.codes.clone(),
+                verdict.detail.clone(),
+                Some(3),
+                Some(1)
+            )
+        );
+        assert!(
+            store
+                .conn
+                .execute("UPDATE envelopes SET arrival = 2", [])
+                .is_err()
+        );
+        let missing: Result<(), StoreError> =
+            write(&mut store, |w| w.set_verdict(&id, 2, &verdict));
+        assert!(matches!(missing, Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn ledger_totals_never_go_below_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let slot = Slot {
+            year: 2024,
+            catalogue: "A0501".into(),
+        };
+        let add = |store: &mut SqliteStore, delta: TotalsDelta| {
+            write(store, |w| w.add_totals(&county().code, &slot, &delta))
+        };
+        add(
+            &mut store,
+            TotalsDelta {
+                paid: 5,
+                accepted: 1,
+                ..TotalsDelta::default()
+            },
+        )
+        .unwrap();
+        let err = add(
+            &mut store,
+            TotalsDelta {
+                paid: -6,
+                ..TotalsDelta::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        let err = add(
+            &mut store,
+            TotalsDelta {
+                paid: i64::MAX,
+                ..TotalsDelta::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        let rows = read(&mut store, |r| r.ledger_rows(&county().code, Some(2024))).unwrap();
+        assert_eq!(
+            rows,
+            [(
+                slot.clone(),
+                Totals {
+                    paid: 5,
+                    accepted: 1,
+                    ..Totals::default()
+                }
+            )]
         );
     }
 }

@@ -5,5 +5,6 @@
 mod demo;
 mod enrollment;
 mod input;
+mod ledger;
 mod sync;
 mod tamper;
