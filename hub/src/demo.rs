@@ -198,6 +198,20 @@ async fn run_async(opts: DemoOptions) -> anyhow::Result<()> {
         out,
         "  curl -s -H 'Authorization: Bearer {key}' {hub_url}/api/v1/agents"
     )?;
+    writeln!(
+        out,
+        "The ledger and what breaks the rules (records are for fiscal year {FISCAL_YEAR}):"
+    )?;
+    writeln!(
+        out,
+        "  curl -s -H 'Authorization: Bearer {key}' '{hub_url}/api/v1/ledger?county={}&year={FISCAL_YEAR}'",
+        COUNTIES[0].0
+    )?;
+    writeln!(
+        out,
+        "  curl -s -H 'Authorization: Bearer {key}' '{hub_url}/api/v1/violations?county={}'",
+        COUNTIES[0].0
+    )?;
     writeln!(out, "  curl -s {hub_url}/metrics")?;
     writeln!(
         out,
