@@ -38,6 +38,26 @@ fn the_demo_runs_three_counties_and_resumes_after_a_restart() {
             "{county} missing from {counties:?}"
         );
     }
+    // The simulated counties break rules now and then, and the ledger fills.
+    let get = |path: &str| -> Option<serde_json::Value> {
+        let url = format!("{}{path}", demo.proc.url);
+        let resp = tongbu_tests::http()
+            .get(url)
+            .bearer_auth(&demo.api_key)
+            .send()
+            .ok()?;
+        resp.json().ok()
+    };
+    wait_for("violations and a ledger from the demo", || {
+        let violations: usize = ["430112", "431281", "431002"]
+            .iter()
+            .filter_map(|c| get(&format!("/api/v1/violations?county={c}")))
+            .map(|v| v["violations"].as_array().map_or(0, Vec::len))
+            .sum();
+        let ledger = get("/api/v1/ledger?county=430112&year=2025")?;
+        (violations > 0 && ledger["budget_approved_fen"].as_i64()? > 0).then_some(())
+    })
+    .unwrap();
     assert!(
         demo.proc.terminate().unwrap(),
         "the demo exits cleanly on SIGTERM"
