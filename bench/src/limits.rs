@@ -41,3 +41,31 @@ pub fn sqlite_batched_inserts(rows: usize, batch: usize) -> anyhow::Result<Figur
         start.elapsed(),
     ))
 }
+
+/// Ed25519 signature verifications per second on one core (ring), over envelope-sized
+/// messages signed by one key.
+pub fn ring_verify_one_core(count: usize) -> anyhow::Result<Figure> {
+    use tongbu_shared::KeyPair;
+    use tongbu_shared::crypto::Domain;
+    let key = KeyPair::from_seed(&[9; 32])?;
+    let public = key.public_key();
+    let messages: Vec<Vec<u8>> = (0..256)
+        .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(250)).into_bytes())
+        .collect();
+    let sigs: Vec<_> = messages
+        .iter()
+        .map(|m| key.sign(Domain::Envelope, m))
+        .collect();
+    let start = Instant::now();
+    for i in 0..count {
+        let j = i % messages.len();
+        public
+            .verify(Domain::Envelope, &messages[j], &sigs[j])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(Figure::rate(
+        "ring Ed25519 verify, one core",
+        count,
+        start.elapsed(),
+    ))
+}
