@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ring::rand::SystemRandom;
 use tongbu_hub::admin::{self, CountyAdded, DEFAULT_TOKEN_TTL_HOURS};
 use tongbu_hub::clock::{Clock as _, SystemClock};
+use tongbu_hub::console::users;
 use tongbu_hub::keys;
 use tongbu_hub::policy;
 use tongbu_hub::store::Role;
@@ -62,6 +63,11 @@ pub enum Command {
     },
     /// List enrolled agents and how far behind each is.
     Agents,
+    /// Manage console users.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Manage the policy: guidance catalogue, negative list and rule settings.
     Policy {
         #[command(subcommand)]
@@ -117,6 +123,23 @@ pub enum PolicyCommand {
         /// One line instead of indented JSON.
         #[arg(long)]
         compact: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Add a console login user (Argon2id-hashed password, at least 10 characters).
+    Add {
+        #[arg(long)]
+        user: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Read the password from the first line of standard input (else prompt twice).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Replace an existing user's role and password (ends its sessions).
+        #[arg(long)]
+        reset: bool,
     },
 }
 
@@ -205,6 +228,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 interval: std::time::Duration::from_millis(interval_ms),
             })
         }
+        Command::Admin {
+            command:
+                AdminCommand::Add {
+                    user,
+                    role,
+                    password_stdin,
+                    reset,
+                },
+        } => {
+            let password = read_password(password_stdin)?;
+            let mut store = open_store(&data_dir)?;
+            users::add_user_in(
+                &mut store,
+                SystemClock.now_ms(),
+                &user,
+                role.into(),
+                &password,
+                reset,
+            )?;
+            let done = if reset { "reset" } else { "added" };
+            println!("console user {user} ({}) {done}", Role::from(role));
+            Ok(())
+        }
         Command::Agents => {
             let mut store = open_store(&data_dir)?;
             let rows = admin::list_agents(&mut store)?;
@@ -239,6 +285,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A new password: the first line of standard input, or typed twice at a terminal.
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    use std::io::IsTerminal as _;
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("standard input is not a terminal: pass --password-stdin");
+    }
+    let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+    let again =
+        rpassword::prompt_password("Password again: ").context("cannot read the password")?;
+    if first != again {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
 }
 
 /// The bytes of `path`, or of standard input when it is `-`.
@@ -408,6 +476,18 @@ mod tests {
                 "/tmp/x",
             ],
             vec!["tongbu-hub", "policy", "show", "--data-dir", "/tmp/x"],
+            vec![
+                "tongbu-hub",
+                "admin",
+                "add",
+                "--user",
+                "li.wei",
+                "--role",
+                "operator",
+                "--password-stdin",
+                "--data-dir",
+                "/tmp/x",
+            ],
         ] {
             let cli = Cli::try_parse_from(&args).unwrap();
             assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"), "{args:?}");

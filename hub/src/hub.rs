@@ -123,8 +123,19 @@ impl Hub {
         &self.inner.db
     }
 
-    fn now_ms(&self) -> i64 {
+    /// The hub's time (Unix milliseconds) from its injected clock.
+    pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// The hub's randomness (for console sessions and tokens).
+    pub(crate) fn rng(&self) -> &SystemRandom {
+        &self.inner.rng
+    }
+
+    /// The hub's signing key (for policy versions set from the console).
+    pub(crate) fn signing_key(&self) -> &KeyPair {
+        &self.inner.key
     }
 
     fn sign<T: SignedPayload>(&self, value: &T) -> Result<Signed<T>, IngestError> {

@@ -26,6 +26,7 @@
 pub mod admin;
 pub mod auth;
 pub mod clock;
+pub mod console;
 pub mod db;
 pub mod enroll;
 pub mod expiry;
@@ -55,6 +56,8 @@ pub struct ServeConfig {
     pub clock: Arc<dyn Clock>,
     /// How often held records are checked against the grace period.
     pub expire_every: Duration,
+    /// Console sessions and logins.
+    pub console: console::ConsoleConfig,
 }
 
 impl ServeConfig {
@@ -64,6 +67,7 @@ impl ServeConfig {
             data_dir: data_dir.into(),
             clock: Arc::new(SystemClock),
             expire_every: DEFAULT_EXPIRE_EVERY,
+            console: console::ConsoleConfig::default(),
         }
     }
 }
@@ -93,7 +97,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let hub = Hub::open(&config.data_dir, config.clock)?;
-    serve_hub(hub, listener, shutdown, config.expire_every).await?;
+    serve_hub_with(hub, listener, shutdown, config.expire_every, config.console).await?;
     Ok(())
 }
 
@@ -106,6 +110,24 @@ pub async fn serve_hub(
     shutdown: impl Future<Output = ()> + Send + 'static,
     expire_every: Duration,
 ) -> std::io::Result<()> {
+    serve_hub_with(
+        hub,
+        listener,
+        shutdown,
+        expire_every,
+        console::ConsoleConfig::default(),
+    )
+    .await
+}
+
+/// [`serve_hub`] with the console's settings.
+pub async fn serve_hub_with(
+    hub: Hub,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    expire_every: Duration,
+    console: console::ConsoleConfig,
+) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // The expiry task stops when shutdown is signalled, or when the server ends any other
     // way (the sender is dropped with it).
@@ -116,7 +138,7 @@ pub async fn serve_hub(
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
     ));
-    let served = http::serve(hub, listener, async move {
+    let served = http::serve_with(hub, listener, console, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     })

@@ -47,15 +47,23 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthHeaders;
 use crate::clock::rfc3339;
+use crate::console::{Console, ConsoleConfig};
 use crate::hub::Hub;
 use crate::ingest::{IngestError, MALFORMED_RECORD};
 use crate::store::{AgentRecord, ViolationFilter, ViolationRow};
 
 pub use error::AppError;
 
-/// The hub's routes over `hub`, ready to serve or to call directly in tests.
+/// The hub's routes over `hub` (with the console on its default settings), ready to serve or
+/// to call directly in tests.
 pub fn app(hub: Hub) -> Router {
+    app_with(hub, ConsoleConfig::default())
+}
+
+/// The hub's routes, the console under `/console` with `console`'s settings.
+pub fn app_with(hub: Hub, console: ConsoleConfig) -> Router {
     Router::new()
+        .merge(crate::console::router(Console::new(hub.clone(), console)))
         .route(ENROLL_PATH, post(enroll))
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/agents/{agent}/batches", post(batches))
@@ -78,9 +86,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(hub.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_with(hub, listener, ConsoleConfig::default(), shutdown).await
+}
+
+/// [`serve`] with the console's settings. The client's address reaches the handlers (the
+/// console's login limiter counts failures per address).
+pub async fn serve_with(
+    hub: Hub,
+    listener: TcpListener,
+    console: ConsoleConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app_with(hub.clone(), console)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     if let Err(e) = hub.db().flush().await {
         tracing::warn!(error = %e, "cannot drain the database writer");
     }

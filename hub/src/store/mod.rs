@@ -324,6 +324,110 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+// ---- the console ----------------------------------------------------------------------
+
+/// A person who may log in to the console.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsoleUser {
+    pub username: String,
+    pub role: Role,
+    /// An Argon2id PHC string.
+    pub password_hash: String,
+    pub created_at_ms: i64,
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for ConsoleUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleUser")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A console session as stored: only the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    pub token_hash: Digest,
+    pub username: String,
+    pub csrf: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// Where an admin's review left a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewStatus {
+    Reviewed,
+    Resolved,
+}
+
+impl ReviewStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewStatus::Reviewed => "reviewed",
+            ReviewStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReviewStatus> {
+        match s {
+            "reviewed" => Some(ReviewStatus::Reviewed),
+            "resolved" => Some(ReviewStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// An admin's review of a violation (the violation itself never changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViolationReview {
+    pub violation_id: i64,
+    pub status: ReviewStatus,
+    pub note: String,
+    pub by: String,
+    pub at_ms: i64,
+}
+
+/// A violation as the console lists it: its id, the row and its latest review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleViolation {
+    pub id: i64,
+    pub row: ViolationRow,
+    pub review: Option<ViolationReview>,
+}
+
+/// Which violations the console lists: any county, year or rule, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsoleViolationFilter {
+    pub county: Option<CountyCode>,
+    pub year: Option<i32>,
+    pub rule: Option<String>,
+    pub limit: u32,
+}
+
+/// A stored envelope whose body names a record: which entity, its parent's id ('' for a
+/// budget line), and where the envelope is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedRecord {
+    pub county: String,
+    pub kind: String,
+    pub entity_id: String,
+    pub parent_id: String,
+    pub agent: AgentId,
+    pub seq: u64,
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
 /// Queries, answered from one consistent snapshot.
 pub trait Reads {
     /// A trivial query, for health checks.
@@ -378,6 +482,44 @@ pub trait Reads {
     fn held_count(&self) -> Result<u64, StoreError>;
     /// Envelopes stored before the ledger existed and not judged yet, oldest first.
     fn unjudged(&self, limit: usize) -> Result<Vec<Unjudged>, StoreError>;
+
+    // ---- the console ------------------------------------------------------------------
+
+    /// Every county, by code.
+    fn counties(&self) -> Result<Vec<County>, StoreError>;
+    /// The ledger rows of every county (of one fiscal year, if given).
+    fn province_ledger(
+        &self,
+        year: Option<i32>,
+    ) -> Result<Vec<(CountyCode, Slot, Totals)>, StoreError>;
+    /// The fiscal years the ledger has rows for, newest first.
+    fn ledger_years(&self) -> Result<Vec<i32>, StoreError>;
+    /// How many violations each rule code has (of one fiscal year, if given).
+    fn violation_rule_counts(&self, year: Option<i32>) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Violations matching `filter` with their latest review, newest first.
+    fn console_violations(
+        &self,
+        filter: &ConsoleViolationFilter,
+    ) -> Result<Vec<ConsoleViolation>, StoreError>;
+    fn console_violation(&self, id: i64) -> Result<Option<ConsoleViolation>, StoreError>;
+    /// Every policy version, newest first.
+    fn policy_versions(&self) -> Result<Vec<StoredPolicy>, StoreError>;
+    /// Audit entries with an id below `before` (all when none), newest first.
+    fn audit_page(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, StoreError>;
+    fn console_user(&self, username: &str) -> Result<Option<ConsoleUser>, StoreError>;
+    fn console_session(&self, token_hash: &Digest) -> Result<Option<ConsoleSession>, StoreError>;
+    /// The stored records of entity `id` (of one county, if given), in arrival order.
+    fn records_of_entity(
+        &self,
+        id: &str,
+        county: Option<&str>,
+    ) -> Result<Vec<IndexedRecord>, StoreError>;
+    /// The stored records of a county whose parent is `parent_id`, in arrival order.
+    fn records_with_parent(
+        &self,
+        county: &str,
+        parent_id: &str,
+    ) -> Result<Vec<IndexedRecord>, StoreError>;
 }
 
 /// Changes, made only inside a write transaction.
@@ -456,6 +598,16 @@ pub trait Writes: Reads {
         seq: u64,
         at_ms: i64,
     ) -> Result<u64, StoreError>;
+
+    // ---- the console ------------------------------------------------------------------
+
+    /// Adds a console user; with `replace`, replaces an existing one (and ends its sessions).
+    /// Returns false, changing nothing, when the user exists and `replace` is false.
+    fn put_console_user(&mut self, user: &ConsoleUser, replace: bool) -> Result<bool, StoreError>;
+    fn insert_session(&mut self, session: &ConsoleSession) -> Result<(), StoreError>;
+    fn touch_session(&mut self, token_hash: &Digest, now_ms: i64) -> Result<(), StoreError>;
+    fn delete_session(&mut self, token_hash: &Digest) -> Result<(), StoreError>;
+    fn insert_violation_review(&mut self, review: &ViolationReview) -> Result<(), StoreError>;
 }
 
 /// One envelope to append, with its hash, its arrival and the hub's verdict.

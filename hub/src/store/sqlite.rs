@@ -16,11 +16,15 @@ use tongbu_shared::ids::Code;
 use tongbu_shared::record::Kind;
 use tongbu_shared::rules::{Entity, EntityKey, Slot, Totals, TotalsDelta};
 
+#[path = "sqlite_console.rs"]
+mod console;
+
 use super::{
-    AgentRecord, Alert, AlertKind, ApiKey, AuditEntry, County, EnrollToken, Equivocation,
-    HeartbeatUpdate, HeldEntry, HeldRecord, NewAgent, NewEnvelope, NewViolation, OutcomeUpdate,
+    AgentRecord, Alert, AlertKind, ApiKey, AuditEntry, AuditRow, ConsoleSession, ConsoleUser,
+    ConsoleViolation, ConsoleViolationFilter, County, EnrollToken, Equivocation, HeartbeatUpdate,
+    HeldEntry, HeldRecord, IndexedRecord, NewAgent, NewEnvelope, NewViolation, OutcomeUpdate,
     Reads, Role, Store, StoreError, StoredEnvelope, StoredPolicy, StoredVerdict, Unjudged, Verdict,
-    ViolationFilter, ViolationRow, Writes,
+    ViolationFilter, ViolationReview, ViolationRow, Writes,
 };
 
 pub const DB_FILE: &str = "hub.db";
@@ -29,6 +33,7 @@ pub const DB_FILE: &str = "hub.db";
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_ledger.sql"),
+    include_str!("../../migrations/0003_console.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -985,6 +990,72 @@ impl Reads for Sql<'_> {
             })
             .collect()
     }
+
+    fn counties(&self) -> Result<Vec<County>, StoreError> {
+        console::counties(self.0)
+    }
+
+    fn province_ledger(
+        &self,
+        year: Option<i32>,
+    ) -> Result<Vec<(CountyCode, Slot, Totals)>, StoreError> {
+        console::province_ledger(self.0, year)
+    }
+
+    fn ledger_years(&self) -> Result<Vec<i32>, StoreError> {
+        console::ledger_years(self.0)
+    }
+
+    fn violation_rule_counts(&self, year: Option<i32>) -> Result<Vec<(String, u64)>, StoreError> {
+        console::violation_rule_counts(self.0, year)
+    }
+
+    fn console_violations(
+        &self,
+        filter: &ConsoleViolationFilter,
+    ) -> Result<Vec<ConsoleViolation>, StoreError> {
+        console::violations(self.0, filter, None)
+    }
+
+    fn console_violation(&self, id: i64) -> Result<Option<ConsoleViolation>, StoreError> {
+        let filter = ConsoleViolationFilter {
+            limit: 1,
+            ..ConsoleViolationFilter::default()
+        };
+        Ok(console::violations(self.0, &filter, Some(id))?.pop())
+    }
+
+    fn policy_versions(&self) -> Result<Vec<StoredPolicy>, StoreError> {
+        console::policy_versions(self.0)
+    }
+
+    fn audit_page(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+        console::audit_page(self.0, before, limit)
+    }
+
+    fn console_user(&self, username: &str) -> Result<Option<ConsoleUser>, StoreError> {
+        console::user(self.0, username)
+    }
+
+    fn console_session(&self, token_hash: &Digest) -> Result<Option<ConsoleSession>, StoreError> {
+        console::session(self.0, token_hash)
+    }
+
+    fn records_of_entity(
+        &self,
+        id: &str,
+        county: Option<&str>,
+    ) -> Result<Vec<IndexedRecord>, StoreError> {
+        console::records_of_entity(self.0, id, county)
+    }
+
+    fn records_with_parent(
+        &self,
+        county: &str,
+        parent_id: &str,
+    ) -> Result<Vec<IndexedRecord>, StoreError> {
+        console::records_with_parent(self.0, county, parent_id)
+    }
 }
 
 impl Writes for Sql<'_> {
@@ -1507,6 +1578,26 @@ impl Writes for Sql<'_> {
             .map_err(from_sqlite)?;
         to_u64(self.0.last_insert_rowid(), "outcome change id")
     }
+
+    fn put_console_user(&mut self, user: &ConsoleUser, replace: bool) -> Result<bool, StoreError> {
+        console::put_user(self.0, user, replace)
+    }
+
+    fn insert_session(&mut self, session: &ConsoleSession) -> Result<(), StoreError> {
+        console::insert_session(self.0, session)
+    }
+
+    fn touch_session(&mut self, token_hash: &Digest, now_ms: i64) -> Result<(), StoreError> {
+        console::touch_session(self.0, token_hash, now_ms)
+    }
+
+    fn delete_session(&mut self, token_hash: &Digest) -> Result<(), StoreError> {
+        console::delete_session(self.0, token_hash)
+    }
+
+    fn insert_violation_review(&mut self, review: &ViolationReview) -> Result<(), StoreError> {
+        console::insert_review(self.0, review)
+    }
 }
 
 #[cfg(test)]
@@ -1544,6 +1635,10 @@ mod tests {
             "held",
             "violations",
             "outcome_changes",
+            "users",
+            "sessions",
+            "violation_reviews",
+            "record_index",
         ] {
             let n: i64 = store
                 .conn
