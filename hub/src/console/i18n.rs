@@ -38,6 +38,14 @@ impl Lang {
         if self.english { "en" } else { "zh" }
     }
 
+    /// One string of this language (the key itself when it is missing, so a gap shows).
+    pub fn text(self, key: &'static str) -> &'static str {
+        STRINGS
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map_or(key, |(_, zh, en)| if self.english { en } else { zh })
+    }
+
     /// The strings of this language by key.
     pub fn table(self) -> BTreeMap<&'static str, &'static str> {
         STRINGS
@@ -140,6 +148,75 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("kind_evaluation", "绩效评价", "Evaluation"),
     ("rev", "修订", "Rev"),
     ("outcome", "结果", "Outcome"),
+    ("outcome_accepted", "接受", "accepted"),
+    ("outcome_held", "暂挂", "held"),
+    ("outcome_rejected", "拒绝", "rejected"),
+    ("kind_budget_line", "预算指标", "budget line"),
+    ("kind_contract", "采购合同", "contract"),
+    ("kind_payment", "国库支付", "payment"),
+    ("kind_evaluation", "绩效评价", "evaluation"),
+    (
+        "rule_BUDGET_NOT_APPROVED",
+        "预算指标未批复",
+        "budget line not approved",
+    ),
+    (
+        "rule_BUDGET_EXCEEDED",
+        "超出预算指标",
+        "over the budget line",
+    ),
+    (
+        "rule_CONTRACT_EXCEEDED",
+        "超合同支付",
+        "paid over the contract",
+    ),
+    ("rule_DATE_ORDER", "日期顺序错误", "dates out of order"),
+    ("rule_YEAR_MISMATCH", "年度不符", "outside the fiscal year"),
+    (
+        "rule_NOT_IN_CATALOGUE",
+        "不在指导性目录",
+        "not in the catalogue",
+    ),
+    ("rule_NEGATIVE_LIST", "属于负面清单", "on the negative list"),
+    (
+        "rule_INVALID_SUPPLIER_CODE",
+        "统一社会信用代码无效",
+        "invalid supplier code",
+    ),
+    ("rule_COUNTY_MISMATCH", "县区不符", "county mismatch"),
+    ("rule_STALE_REVISION", "过期修订", "stale revision"),
+    (
+        "rule_CANCELLED_PREDECESSOR",
+        "前序记录已撤销",
+        "predecessor cancelled",
+    ),
+    (
+        "rule_PREDECESSOR_REJECTED",
+        "前序记录被拒绝",
+        "predecessor rejected",
+    ),
+    (
+        "rule_AWAITING_BUDGET_LINE",
+        "等待预算指标",
+        "awaiting budget line",
+    ),
+    ("rule_AWAITING_CONTRACT", "等待合同", "awaiting contract"),
+    (
+        "rule_UNKNOWN_BUDGET_LINE",
+        "预算指标未到达",
+        "budget line never arrived",
+    ),
+    (
+        "rule_UNKNOWN_CONTRACT",
+        "合同未到达",
+        "contract never arrived",
+    ),
+    (
+        "rule_PAID_WITHOUT_EVALUATION",
+        "未绩效评价即付清",
+        "paid in full without evaluation",
+    ),
+    ("rule_MALFORMED_RECORD", "记录格式错误", "malformed record"),
     ("rule_codes", "规则代码", "Rule codes"),
     ("agent", "代理", "Agent"),
     ("seq", "序号", "Seq"),

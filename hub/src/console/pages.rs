@@ -216,25 +216,30 @@ pub async fn overview(
         };
         *health.entry(key).or_default() += 1;
     }
-    let county_chart = chart::bars_svg(
+    let series = [
+        lang.text("budget_approved"),
+        lang.text("contracted"),
+        lang.text("paid"),
+    ];
+    let county_chart = chart::in_step_svg(
         &by_county
             .iter()
             .map(|(code, m)| {
-                (
-                    county_names
-                        .get(code)
-                        .cloned()
-                        .unwrap_or_else(|| code.clone()),
-                    m.budget_approved,
-                )
+                let label = county_names
+                    .get(code)
+                    .cloned()
+                    .unwrap_or_else(|| code.clone());
+                (label, [m.budget_approved, m.contracted, m.paid])
             })
             .collect::<Vec<_>>(),
+        series,
     );
-    let domain_chart = chart::bars_svg(
+    let domain_chart = chart::in_step_svg(
         &by_domain
             .iter()
-            .map(|(code, m)| (code.clone(), m.budget_approved))
+            .map(|(code, m)| (code.clone(), [m.budget_approved, m.contracted, m.paid]))
             .collect::<Vec<_>>(),
+        series,
     );
     let by_county: Vec<_> = by_county
         .into_iter()

@@ -148,6 +148,23 @@ mod tests {
     }
 
     #[test]
+    fn unknown_labels_fall_back_to_the_raw_value() {
+        // A malformed record's kind can be anything the county sent; it must still render.
+        let env = environment();
+        let t: std::collections::BTreeMap<&str, &str> =
+            std::collections::BTreeMap::from([("kind_payment", "国库支付")]);
+        let tpl = r#"{{ t["kind_" ~ k]|default(k) }}"#;
+        let out = env
+            .render_str(tpl, context! { t => t, k => "invoice" })
+            .unwrap();
+        assert_eq!(out, "invoice");
+        let out = env
+            .render_str(tpl, context! { t => t, k => "payment" })
+            .unwrap();
+        assert_eq!(out, "国库支付");
+    }
+
+    #[test]
     fn money_formats() {
         assert_eq!(yuan(123_456_789), "¥1,234,567.89");
         assert_eq!(wan(123_456_789), "123.46");
