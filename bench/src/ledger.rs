@@ -9,8 +9,9 @@ use tongbu_shared::record::Record;
 use tongbu_shared::rules::mem::MemLedger;
 use tongbu_shared::rules::{Pending, ingest};
 use tongbu_shared::sample::CountySim;
-use tongbu_shared::{AgentId, CountyCode, Digest};
+use tongbu_shared::{AgentId, CountyCode, Digest, Envelope};
 
+use crate::feed::BenchAgent;
 use crate::{Figure, limits};
 
 const COUNTIES: [&str; 4] = ["430112", "431281", "431002", "430702"];
@@ -92,78 +93,42 @@ pub fn run(records: usize, batch: usize) -> anyhow::Result<Vec<crate::Figure>> {
 async fn hub_ingest(stream: &[(AgentId, Vec<u8>)], batch: usize) -> anyhow::Result<Figure> {
     use std::sync::Arc;
     use tongbu_hub::{Hub, SystemClock};
-    use tongbu_shared::crypto::Domain;
-    use tongbu_shared::protocol::{BatchRequest, EnrollRequest, Heartbeat};
-    use tongbu_shared::signed::enroll_proof_bytes;
-    use tongbu_shared::{Envelope, KeyPair};
 
     let dir = tempfile::tempdir()?;
     let hub = Hub::open(dir.path(), Arc::new(SystemClock))?;
     // Enroll one agent per county; the stream's agent ids are replaced by the hub's.
-    let mut agents = std::collections::HashMap::new();
+    let mut agents = std::collections::BTreeMap::new();
     for (i, c) in COUNTIES.iter().enumerate() {
         let county = CountyCode::parse(c)?;
         hub.add_county(county.clone(), format!("county {c}"))
             .await?;
-        let token = hub.issue_token(county.clone(), 1).await?;
-        let key = KeyPair::from_seed(&[i as u8 + 1; 32])?;
-        let token = token.token.expose().to_owned();
-        let proof = key.sign(
-            Domain::Enroll,
-            &enroll_proof_bytes(&token, &key.public_key()),
-        );
-        let req = EnrollRequest {
-            token,
-            public_key: key.public_key(),
-            proof,
-            agent_version: "bench".into(),
-            hostname: None,
-        };
-        let enrolled = hub.enroll(req).await?;
-        agents.insert(county, (enrolled.agent_id, key));
+        let agent = BenchAgent::enroll(&hub, &county, [i as u8 + 1; 32]).await?;
+        agents.insert(county, (agent, Vec::new()));
     }
-    // Sign every agent's chain up front, then cut it into batches, round robin over agents.
-    let mut chains: std::collections::BTreeMap<CountyCode, Vec<Envelope>> = Default::default();
+    // Sign every agent's chain up front, then cut it into batches.
     for (agent, bytes) in stream {
-        let county = agent.county();
-        let (id, key) = &agents[&county];
-        let chain = chains.entry(county).or_default();
-        let prev = chain.last().map_or(Digest::GENESIS, Envelope::hash);
-        let seq = chain.len() as u64 + 1;
-        chain.push(Envelope::sign(key, id.clone(), seq, prev, bytes.clone()));
+        let (_, bodies) = agents
+            .get_mut(&agent.county())
+            .ok_or_else(|| anyhow::anyhow!("no agent for {agent}"))?;
+        bodies.push(bytes.clone());
     }
-    // Each agent sends its own batches in order, all agents at once (as they would).
-    let begin = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (county, chain) in chains {
-        let id = agents[&county].0.clone();
-        let hub = hub.clone();
-        let head = chain.len() as u64;
+    let mut signed = Vec::new();
+    for (_, (mut agent, bodies)) in agents {
+        let chain = agent.sign(bodies);
         let batches: Vec<Vec<Envelope>> = chain
             .chunks(batch.max(1))
             .map(<[Envelope]>::to_vec)
             .collect();
+        signed.push((agent, batches));
+    }
+    // Each agent sends its own batches in order, all agents at once (as they would).
+    let begin = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut agent, batches) in signed {
+        let hub = hub.clone();
         tasks.spawn(async move {
             for envelopes in batches {
-                let read_id = id.clone();
-                let agent = hub
-                    .db()
-                    .read(move |r| r.agent(&read_id))
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("agent {id} vanished"))?;
-                let req = BatchRequest {
-                    heartbeat: Heartbeat {
-                        head_seq: head,
-                        queue_depth: 0,
-                        agent_version: "bench".into(),
-                        last_error: None,
-                        outcome_cursor: 0,
-                    },
-                    envelopes,
-                };
-                hub.ingest(agent, req)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("ingest refused: {e}"))?;
+                agent.send(&hub, envelopes).await?;
             }
             anyhow::Ok(())
         });

@@ -2,9 +2,13 @@
 //! and prints each figure beside the limit it is bounded by, as a ratio. Nothing here is a
 //! test: it reports what it measured (`--json` for machines). See docs/PERFORMANCE.md.
 
+mod console;
+mod feed;
+mod generate;
 mod ledger;
 mod limits;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +38,42 @@ enum Command {
         /// Records per transaction at the hub (as in one batch from an agent).
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+    },
+    /// Builds a hub data directory the size of a province through the hub's real ingest path
+    /// (Hunan's counties, fiscal 2024 and 2025, with anomalies); prints an operator API key
+    /// alone on the last line.
+    Generate {
+        /// The new hub's data directory (must be empty or not exist).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Records in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Counties (1 to 122), taken round robin over Hunan's prefectures.
+        #[arg(long, default_value_t = 122)]
+        counties: usize,
+        /// Seed of the simulated records and the agents' keys.
+        #[arg(long, default_value_t = 2260)]
+        seed: u64,
+        /// Records per batch an agent sends.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Batches in flight at once over all agents.
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
+    },
+    /// Serves a hub data directory in process and measures the pages operators open (the read
+    /// API today; the console's pages once the hub serves them), beside an empty loopback 200.
+    Console {
+        /// A hub data directory (e.g. one from `generate`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Counted requests per page.
+        #[arg(long, default_value_t = 50)]
+        requests: usize,
+        /// At most this many seconds per page.
+        #[arg(long, default_value_t = 30.0)]
+        max_seconds: f64,
     },
 }
 
@@ -72,6 +112,58 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let figures = match cli.command {
         Command::Ledger { records, batch } => ledger::run(records, batch)?,
+        Command::Generate {
+            data_dir,
+            records,
+            counties,
+            seed,
+            batch,
+            in_flight,
+        } => {
+            let opts = generate::Options {
+                data_dir,
+                records,
+                counties,
+                seed,
+                batch,
+                in_flight,
+                progress: true,
+            };
+            let s = generate::run(&opts)?;
+            let t = s.totals;
+            println!(
+                "generated {} records ({} accepted, {} held, {} rejected) for {} counties, \
+                 {} agents in {}: {:.1} s, {:.0} records/s",
+                s.records,
+                t.accepted,
+                t.held,
+                t.rejected,
+                s.counties,
+                s.agents,
+                opts.data_dir.display(),
+                s.seconds,
+                s.records as f64 / s.seconds
+            );
+            println!("{}", s.api_key);
+            return Ok(());
+        }
+        Command::Console {
+            data_dir,
+            requests,
+            max_seconds,
+        } => {
+            let report = console::run(&console::Options {
+                data_dir,
+                requests,
+                max_seconds,
+            })?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                console::print(&report);
+            }
+            return Ok(());
+        }
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);

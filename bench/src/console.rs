@@ -1,0 +1,466 @@
+//! `tongbu-bench console`: how fast the hub answers the pages an operator opens, over a data
+//! directory (a big one from `tongbu-bench generate`), beside this machine's own loopback
+//! limit measured in the same run: an empty 200 from a trivial axum handler on another port.
+//!
+//! The hub is served in process on 127.0.0.1:0 ([`tongbu_hub::serve_hub`]); one keep-alive
+//! client asks for each page in turn, `--requests` times (and for at most `--max-seconds`),
+//! after a few warm-up requests that are not counted. Every answer must be a 200 and is read
+//! to its end. The pages are one table, [`PAGES`]: the read API today, and the console's
+//! pages, which are skipped until the hub serves them and [`console_session`] can log in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::header;
+use serde::Serialize;
+use tongbu_hub::store::Role;
+use tongbu_hub::{DEFAULT_EXPIRE_EVERY, Hub, SystemClock};
+
+/// Who may open a page, and so what a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health, metrics).
+    Open,
+    /// The read API: `Authorization: Bearer <operator key>`.
+    ApiKey,
+    /// The console: the `tongbu_session` cookie of a logged-in console user.
+    Console,
+}
+
+/// One page: a name for the report and a path template. `{county}`, `{year}`, `{agent}`,
+/// `{seq}` and `{record}` (a record id) are filled from the hub's own data, a different
+/// county, agent and record on each request.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn page(name: &'static str, path: &'static str, access: Access) -> Page {
+    Page { name, path, access }
+}
+
+/// Every page measured, in report order.
+pub const PAGES: &[Page] = &[
+    page("healthz", "/healthz", Access::Open),
+    page("metrics", "/metrics", Access::Open),
+    page("api: agents", "/api/v1/agents", Access::ApiKey),
+    page(
+        "api: ledger (county, year)",
+        "/api/v1/ledger?county={county}&year={year}",
+        Access::ApiKey,
+    ),
+    page(
+        "api: violations (county)",
+        "/api/v1/violations?county={county}",
+        Access::ApiKey,
+    ),
+    page(
+        "api: record",
+        "/api/v1/records/{agent}/{seq}",
+        Access::ApiKey,
+    ),
+    page("console: login form", "/console/login", Access::Open),
+    page("console: overview", "/console/", Access::Console),
+    page("console: counties", "/console/counties", Access::Console),
+    page(
+        "console: county",
+        "/console/counties/{county}",
+        Access::Console,
+    ),
+    page(
+        "console: trace",
+        "/console/trace?id={record}",
+        Access::Console,
+    ),
+    page(
+        "console: violations",
+        "/console/violations",
+        Access::Console,
+    ),
+    page("console: agents", "/console/agents", Access::Console),
+    page("console: policy", "/console/policy", Access::Console),
+    page("console: audit", "/console/audit", Access::Console),
+    page(
+        "console: ledger.csv",
+        "/console/export/ledger.csv?year=2025",
+        Access::Console,
+    ),
+    page(
+        "console: violations.csv",
+        "/console/export/violations.csv",
+        Access::Console,
+    ),
+];
+
+/// How much to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: std::path::PathBuf,
+    /// Counted requests per page.
+    pub requests: usize,
+    /// At most this long per page.
+    pub max_seconds: f64,
+}
+
+/// One page's figures (latencies in milliseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct PageFigure {
+    pub page: String,
+    /// The path of the first counted request.
+    pub example: String,
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub max_ms: f64,
+    pub per_s: f64,
+    /// p50 over the loopback limit's p50 (none for the limit itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ratio: Option<f64>,
+    pub mean_bytes: usize,
+}
+
+/// The report: the loopback limit, the pages measured and the pages skipped (with why).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub limit: PageFigure,
+    pub pages: Vec<PageFigure>,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// The values path templates are filled with, taken from the hub's data.
+struct Sample {
+    counties: Vec<String>,
+    /// (agent id, acked seq), agents with at least one record.
+    agents: Vec<(String, u64)>,
+    records: Vec<String>,
+}
+
+impl Sample {
+    async fn of(hub: &Hub) -> anyhow::Result<Sample> {
+        let rows = hub.agents().await?;
+        let mut counties: Vec<String> = rows.iter().map(|a| a.county.to_string()).collect();
+        counties.dedup();
+        let agents: Vec<(String, u64)> = rows
+            .iter()
+            .filter(|a| a.acked_seq > 0)
+            .map(|a| (a.agent_id.to_string(), a.acked_seq))
+            .collect();
+        anyhow::ensure!(
+            !agents.is_empty(),
+            "the hub holds no records: make one with `tongbu-bench generate`"
+        );
+        let mut records = Vec::new();
+        for (i, row) in rows.iter().filter(|a| a.acked_seq > 0).take(32).enumerate() {
+            let seq = 1 + (i as u64 * 7919) % row.acked_seq;
+            if let Some(e) = hub.envelope(row.agent_id.clone(), seq).await? {
+                let body: serde_json::Value = serde_json::from_slice(&e.body)?;
+                if let Some(id) = body["id"].as_str() {
+                    records.push(id.to_owned());
+                }
+            }
+        }
+        Ok(Sample {
+            counties,
+            agents,
+            records,
+        })
+    }
+
+    /// `template` filled for the `i`-th request.
+    fn fill(&self, template: &str, i: usize) -> String {
+        let (agent, acked) = &self.agents[i % self.agents.len()];
+        let seq = 1 + (i as u64).wrapping_mul(7919) % acked;
+        let record = self
+            .records
+            .get(i % self.records.len().max(1))
+            .map_or("none", String::as_str);
+        template
+            .replace("{county}", &self.counties[i % self.counties.len()])
+            .replace("{year}", if i % 2 == 0 { "2025" } else { "2024" })
+            .replace("{agent}", agent)
+            .replace("{seq}", &seq.to_string())
+            .replace("{record}", record)
+    }
+}
+
+/// A logged-in console session (the `tongbu_session` cookie), or why there is none.
+///
+/// The console is being written: until the hub serves `/console/login` and offers a way to
+/// make a console user, its pages are skipped. Once it does, this is the one step to add:
+/// create the user, `GET /console/login` for the form's hidden `csrf` field, `POST` it with
+/// `username` and `password`, and return the `tongbu_session` cookie's value.
+async fn console_session(client: &reqwest::Client, base: &str) -> Result<String, String> {
+    let login = client
+        .get(format!("{base}/console/login"))
+        .send()
+        .await
+        .map_err(|e| format!("GET /console/login: {e}"))?;
+    if login.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err("the hub does not serve the console yet".into());
+    }
+    Err(
+        "the console is served, but this benchmark cannot log in yet: add the login step \
+         in bench/src/console.rs (console_session)"
+            .into(),
+    )
+}
+
+/// Serves the hub over `opts.data_dir` and measures every page; see the module docs.
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(measure_all(opts))
+}
+
+async fn measure_all(opts: &Options) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        opts.data_dir.join("hub.db").exists(),
+        "{} holds no hub: make one with `tongbu-bench generate`",
+        opts.data_dir.display()
+    );
+    let hub = Hub::open(&opts.data_dir, Arc::new(SystemClock))?;
+    let api_key = hub
+        .create_api_key(Role::Operator)
+        .await?
+        .expose()
+        .to_owned();
+    let sample = Sample::of(&hub).await?;
+
+    let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(tongbu_hub::serve_hub(
+        hub,
+        listener,
+        async move {
+            let _ = hub_stopped.await;
+        },
+        DEFAULT_EXPIRE_EVERY,
+    ));
+
+    let (stop_empty, empty_stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let empty_base = format!("http://{}", listener.local_addr()?);
+    let empty = axum::Router::new().route("/", axum::routing::get(|| async {}));
+    let empty_server = tokio::spawn(async move {
+        axum::serve(listener, empty)
+            .with_graceful_shutdown(async move {
+                let _ = empty_stopped.await;
+            })
+            .await
+    });
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1)
+        .build()?;
+    let budget = Duration::from_secs_f64(opts.max_seconds.max(0.1));
+    let requests = opts.requests.max(1);
+
+    let empty_page = page("loopback: empty 200 (axum)", "/", Access::Open);
+    let limit = measure(
+        &client,
+        &empty_base,
+        &empty_page,
+        None,
+        requests,
+        budget,
+        |_, _| "/".to_owned(),
+    )
+    .await?;
+
+    let console = console_session(&client, &base).await;
+    let mut pages = Vec::new();
+    let mut skipped = Vec::new();
+    for p in PAGES {
+        let auth = match p.access {
+            Access::Open => None,
+            Access::ApiKey => Some(Credential::Bearer(&api_key)),
+            Access::Console => match &console {
+                Ok(session) => Some(Credential::Session(session)),
+                Err(why) => {
+                    skipped.push((p.name.to_owned(), why.clone()));
+                    continue;
+                }
+            },
+        };
+        match measure(&client, &base, p, auth, requests, budget, |t, i| {
+            sample.fill(t, i)
+        })
+        .await
+        {
+            Ok(mut f) => {
+                f.p50_ratio = Some(f.p50_ms / limit.p50_ms);
+                pages.push(f);
+            }
+            // A console page before the console exists is skipped, not a failure.
+            Err(e) if p.path.starts_with("/console/") => {
+                skipped.push((p.name.to_owned(), e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    let _ = stop_hub.send(());
+    let _ = stop_empty.send(());
+    server.await??;
+    empty_server.await??;
+    Ok(Report {
+        limit,
+        pages,
+        skipped,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    Bearer(&'a str),
+    Session(&'a str),
+}
+
+/// Warms up, then asks for `page` until `requests` answers or `budget` time; each must be 200.
+async fn measure(
+    client: &reqwest::Client,
+    base: &str,
+    page: &Page,
+    auth: Option<Credential<'_>>,
+    requests: usize,
+    budget: Duration,
+    fill: impl Fn(&str, usize) -> String,
+) -> anyhow::Result<PageFigure> {
+    const WARM_UP: usize = 3;
+    let mut latencies = Vec::with_capacity(requests);
+    let mut bytes = 0usize;
+    let mut example = String::new();
+    let start = Instant::now();
+    let mut counted_from = start;
+    for i in 0..requests + WARM_UP {
+        if i == WARM_UP {
+            counted_from = Instant::now();
+        }
+        if i > WARM_UP && counted_from.elapsed() > budget {
+            break;
+        }
+        let path = fill(page.path, i);
+        let mut req = client.get(format!("{base}{path}"));
+        match auth {
+            Some(Credential::Bearer(key)) => req = req.bearer_auth(key),
+            Some(Credential::Session(s)) => {
+                req = req.header(header::COOKIE, format!("tongbu_session={s}"));
+            }
+            None => {}
+        }
+        let t = Instant::now();
+        let resp = req.send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        let took = t.elapsed();
+        anyhow::ensure!(
+            status == reqwest::StatusCode::OK,
+            "GET {path}: {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        if i >= WARM_UP {
+            if example.is_empty() {
+                example = path;
+            }
+            latencies.push(took);
+            bytes += body.len();
+        }
+    }
+    let wall = counted_from.elapsed();
+    latencies.sort_unstable();
+    let n = latencies.len();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |q: usize| ms(latencies[((n * q).div_ceil(100)).clamp(1, n) - 1]);
+    Ok(PageFigure {
+        page: page.name.to_owned(),
+        example,
+        requests: n,
+        p50_ms: at(50),
+        p95_ms: at(95),
+        max_ms: ms(latencies[n - 1]),
+        per_s: n as f64 / wall.as_secs_f64(),
+        p50_ratio: None,
+        mean_bytes: bytes / n,
+    })
+}
+
+/// The report as a table.
+pub fn print(report: &Report) {
+    println!(
+        "{:<28} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  example",
+        "page", "n", "p50 ms", "p95 ms", "max ms", "req/s", "p50 x", "bytes"
+    );
+    for f in std::iter::once(&report.limit).chain(&report.pages) {
+        let ratio = f
+            .p50_ratio
+            .map_or_else(|| "(limit)".into(), |r| format!("{r:.1}"));
+        println!(
+            "{:<28} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.0} {:>9} {:>9}  {}",
+            f.page,
+            f.requests,
+            f.p50_ms,
+            f.p95_ms,
+            f.max_ms,
+            f.per_s,
+            ratio,
+            f.mean_bytes,
+            f.example
+        );
+    }
+    for (page, why) in &report.skipped {
+        println!("skipped {page}: {why}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::generate;
+
+    /// Over a small generated hub, every page that exists today answers 200 and is measured;
+    /// console pages are either measured or skipped with a reason, never a failure.
+    #[test]
+    fn measures_the_api_pages_of_a_generated_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("hub");
+        generate::run(&generate::Options {
+            data_dir: data_dir.clone(),
+            records: 600,
+            counties: 3,
+            seed: 1,
+            batch: 200,
+            in_flight: 2,
+            progress: false,
+        })
+        .unwrap();
+        let report = run(&Options {
+            data_dir,
+            requests: 5,
+            max_seconds: 5.0,
+        })
+        .unwrap();
+        assert_eq!(report.limit.requests, 5);
+        let names: Vec<&str> = report.pages.iter().map(|p| p.page.as_str()).collect();
+        for p in PAGES.iter().filter(|p| !p.path.starts_with("/console/")) {
+            assert!(names.contains(&p.name), "{} measured: {names:?}", p.name);
+        }
+        assert_eq!(report.pages.len() + report.skipped.len(), PAGES.len());
+        for f in &report.pages {
+            assert!(
+                f.requests == 5 && f.p50_ms <= f.p95_ms && f.p95_ms <= f.max_ms,
+                "{f:?}"
+            );
+            assert!(
+                f.p50_ratio.is_some_and(|r| r > 0.0) && f.mean_bytes > 0,
+                "{f:?}"
+            );
+        }
+    }
+}
