@@ -91,6 +91,38 @@ async fn api_key(hub: &Hub, dir: &Path) -> anyhow::Result<String> {
     Ok(key)
 }
 
+/// The demo's console login: user `admin` with a random password, made once and kept in the
+/// data directory (mode 0600) so a restarted demo prints the same one.
+async fn console_login(hub: &Hub, dir: &Path) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let path = dir.join("console-password");
+    if let Ok(password) = std::fs::read_to_string(&path) {
+        return Ok(password.trim().to_owned());
+    }
+    let mut raw = [0u8; 12];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let hash = tongbu_hub::console::password::hash(&password)?;
+    let now = SystemClock.now_ms();
+    hub.db()
+        .write(move |w| {
+            tongbu_hub::console::users::put_user(w, now, "demo", "admin", Role::Admin, hash, true)
+        })
+        .await?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(f, "{password}")?;
+    f.sync_all()?;
+    Ok(password)
+}
+
 async fn run_async(opts: DemoOptions) -> anyhow::Result<()> {
     prepare_dir(&opts.data_dir, opts.fresh)?;
     let hub_dir = opts.data_dir.join("hub");
@@ -102,6 +134,7 @@ async fn run_async(opts: DemoOptions) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let hub_url = format!("http://{addr}");
     let key = api_key(&hub, &opts.data_dir).await?;
+    let console_password = console_login(&hub, &opts.data_dir).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -179,6 +212,10 @@ async fn run_async(opts: DemoOptions) -> anyhow::Result<()> {
         out,
         "Tongbu demo: a hub and {} simulated counties are running.",
         COUNTIES.len()
+    )?;
+    writeln!(
+        out,
+        "  console    {hub_url}/console/   user admin, password {console_password}"
     )?;
     writeln!(out, "  hub API    {hub_url}")?;
     writeln!(

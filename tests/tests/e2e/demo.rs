@@ -58,6 +58,37 @@ fn the_demo_runs_three_counties_and_resumes_after_a_restart() {
         (violations > 0 && ledger["budget_approved_fen"].as_i64()? > 0).then_some(())
     })
     .unwrap();
+    // The console answers with the login the demo printed.
+    let password = std::fs::read_to_string(dir.join("console-password")).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{}/console/login", demo.proc.url))
+        .form(&[
+            ("username", "admin"),
+            ("password", password.trim()),
+            ("next", "/console/"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303, "{:?}", login.text());
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = client
+        .get(format!("{}/console/", demo.proc.url))
+        .header("cookie", cookie)
+        .send()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().unwrap().contains("id=\"page-overview\""));
+
     assert!(
         demo.proc.terminate().unwrap(),
         "the demo exits cleanly on SIGTERM"
