@@ -210,8 +210,53 @@ impl Browser {
         self.find(css)?.text()
     }
 
+    /// Runs `js` in the page as the body of a function (WebDriver "execute script": `arguments`
+    /// holds `args`, and what it `return`s comes back as JSON).
+    pub fn execute(&self, js: &str, args: Vec<serde_json::Value>) -> Result<serde_json::Value> {
+        let client = self.client()?;
+        self.runtime
+            .block_on(client.execute(js, args))
+            .with_context(|| format!("execute {js:?}"))
+    }
+
+    /// The value of the cookie `name` for the page the browser shows now, if it has one
+    /// (HttpOnly cookies included: WebDriver sees what a page script cannot).
+    pub fn cookie(&self, name: &str) -> Result<Option<String>> {
+        let client = self.client()?;
+        let cookies = self.runtime.block_on(client.get_all_cookies())?;
+        Ok(cookies
+            .into_iter()
+            .find(|c| c.name() == name)
+            .map(|c| c.value().to_owned()))
+    }
+
+    /// Saves a PNG of the whole page like [`Browser::screenshot`]: for the shot the window is
+    /// made as tall as the page (the window at most 8000 px tall), then given back its size. The width never
+    /// changes, so neither does the layout.
+    pub fn screenshot_page(&self, name: &str) -> Result<PathBuf> {
+        let client = self.client()?;
+        let (width, height) = self.runtime.block_on(client.get_window_size())?;
+        // The window is taller than the viewport by the browser's own chrome.
+        let sizes = self.execute(
+            "return [Math.ceil(document.documentElement.scrollHeight), window.innerHeight]",
+            vec![],
+        )?;
+        let (page, viewport) = (
+            sizes[0].as_u64().unwrap_or(height),
+            sizes[1].as_u64().unwrap_or(height),
+        );
+        let chrome = height.saturating_sub(viewport);
+        let (width, height) = (u32::try_from(width)?, u32::try_from(height)?);
+        let tall = u32::try_from((page + chrome).clamp(u64::from(height), 8000))?;
+        self.runtime.block_on(client.set_window_size(width, tall))?;
+        let shot = self.screenshot(name);
+        self.runtime
+            .block_on(client.set_window_size(width, height))?;
+        shot
+    }
+
     /// Saves a PNG of the viewport as `target/screenshots/<test>/<name>.png` and returns its
-    /// path (the folder is printed on stderr the first time).
+    /// path (the folder is printed on stderr the first time, even when the test passes).
     pub fn screenshot(&self, name: &str) -> Result<PathBuf> {
         let client = self.client()?;
         let png = self.runtime.block_on(client.screenshot())?;
@@ -220,7 +265,10 @@ impl Browser {
         let path = self.shots.join(format!("{name}.png"));
         std::fs::write(&path, png).with_context(|| format!("write {}", path.display()))?;
         if !self.shots_told.replace(true) {
-            eprintln!("screenshots: {}", self.shots.display());
+            // Straight to the process's stderr, past the test harness's output capture, so a
+            // passing `cargo test` run still says where the pictures are.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "screenshots: {}", self.shots.display());
         }
         Ok(path)
     }
@@ -273,6 +321,14 @@ impl Found<'_> {
                 self.element.send_keys(text).await
             })
             .with_context(|| format!("fill {:?}", self.css))
+    }
+
+    /// A DOM property's value (`value` of an input or textarea as it is now), if set.
+    pub fn prop(&self, name: &str) -> Result<Option<String>> {
+        self.browser
+            .runtime
+            .block_on(self.element.prop(name))
+            .with_context(|| format!("property {name} of {:?}", self.css))
     }
 
     /// An attribute's value, if the element has it.

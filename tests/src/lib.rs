@@ -286,6 +286,31 @@ impl Hub {
         run_output(cmd, None).expect("run tongbu-hub").into()
     }
 
+    /// Runs a hub CLI command with `stdin` as its standard input.
+    pub fn cli_with_input(&self, args: &[&str], stdin: &[u8]) -> Cli {
+        let mut cmd = Command::new(&bins().hub);
+        cmd.args(args).arg("--data-dir").arg(self.dir.path());
+        run_output(cmd, Some(stdin)).expect("run tongbu-hub").into()
+    }
+
+    /// Adds a console user through `tongbu-hub admin add --password-stdin`, as an operator
+    /// of the hub does; `role` is `admin` or `operator`.
+    pub fn add_console_user(&self, user: &str, role: &str, password: &str) {
+        self.cli_with_input(
+            &[
+                "admin",
+                "add",
+                "--user",
+                user,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            format!("{password}\n").as_bytes(),
+        )
+        .expect_ok("admin add");
+    }
+
     pub fn add_county(&self, code: &str, name: &str) {
         self.cli(&["county", "add", "--code", code, "--name", name])
             .expect_ok("county add");
@@ -571,6 +596,15 @@ impl Demo {
 pub fn records(county: &str, seed: u64, n: usize) -> String {
     let county = tongbu_shared::CountyCode::parse(county).expect("county code");
     tongbu_shared::sample::CountySim::new(county, seed, 2024).batch(n)
+}
+
+/// `n` realistic records for `county` as JSON Lines where about a third of the projects break
+/// a rule, arrive out of order or are amended (deterministic per seed).
+pub fn records_with_anomalies(county: &str, seed: u64, n: usize) -> String {
+    let county = tongbu_shared::CountyCode::parse(county).expect("county code");
+    tongbu_shared::sample::CountySim::new(county, seed, 2024)
+        .with_anomalies()
+        .batch(n)
 }
 
 /// A hand-driven agent that speaks the wire protocol directly, for tests that must do what a

@@ -501,6 +501,13 @@ pub trait Reads {
         &self,
         filter: &ConsoleViolationFilter,
     ) -> Result<Vec<ConsoleViolation>, StoreError>;
+    /// The same violations as [`Reads::console_violations`], handed to `f` one at a time
+    /// (nothing collected) until `f` returns false: for exports of any size.
+    fn each_console_violation(
+        &self,
+        filter: &ConsoleViolationFilter,
+        f: &mut dyn FnMut(ConsoleViolation) -> bool,
+    ) -> Result<(), StoreError>;
     fn console_violation(&self, id: i64) -> Result<Option<ConsoleViolation>, StoreError>;
     /// Every policy version, newest first.
     fn policy_versions(&self) -> Result<Vec<StoredPolicy>, StoreError>;

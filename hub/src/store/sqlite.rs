@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_ledger.sql"),
     include_str!("../../migrations/0003_console.sql"),
+    include_str!("../../migrations/0004_console_indexes.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1015,6 +1016,14 @@ impl Reads for Sql<'_> {
         filter: &ConsoleViolationFilter,
     ) -> Result<Vec<ConsoleViolation>, StoreError> {
         console::violations(self.0, filter, None)
+    }
+
+    fn each_console_violation(
+        &self,
+        filter: &ConsoleViolationFilter,
+        f: &mut dyn FnMut(ConsoleViolation) -> bool,
+    ) -> Result<(), StoreError> {
+        console::each_violation(self.0, filter, None, f)
     }
 
     fn console_violation(&self, id: i64) -> Result<Option<ConsoleViolation>, StoreError> {

@@ -118,94 +118,113 @@ pub(super) fn violations(
     filter: &ConsoleViolationFilter,
     id: Option<i64>,
 ) -> Result<Vec<ConsoleViolation>, StoreError> {
-    let rows = c
+    let mut out = Vec::new();
+    each_violation(c, filter, id, &mut |v| {
+        out.push(v);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Hands `f` each violation matching `filter` (or the one with `id`), newest first, with its
+/// latest review, one row at a time (nothing is collected), until `f` returns false.
+pub(super) fn each_violation(
+    c: &Connection,
+    filter: &ConsoleViolationFilter,
+    id: Option<i64>,
+    f: &mut dyn FnMut(ConsoleViolation) -> bool,
+) -> Result<(), StoreError> {
+    let mut st = c
         .prepare_cached(
             "SELECT v.id, v.agent_id, v.seq, v.arrival, v.county, v.fiscal_year, v.kind, \
              v.entity_id, v.rule, v.detail, v.at_ms, e.outcome, \
              r.status, r.note, r.by_user, r.at_ms \
              FROM violations v \
-             JOIN envelopes e ON e.agent_id = v.agent_id AND e.seq = v.seq \
+             JOIN envelopes e INDEXED BY envelopes_outcome \
+                 ON e.agent_id = v.agent_id AND e.seq = v.seq \
              LEFT JOIN violation_reviews r ON r.id = ( \
                  SELECT max(id) FROM violation_reviews WHERE violation_id = v.id) \
              WHERE (?1 IS NULL OR v.county = ?1) AND (?2 IS NULL OR v.fiscal_year = ?2) \
                AND (?3 IS NULL OR v.rule = ?3) AND (?4 IS NULL OR v.id = ?4) \
              ORDER BY v.id DESC LIMIT ?5",
         )
-        .and_then(|mut st| {
-            st.query_map(
-                params![
-                    filter.county.as_ref().map(|c| c.as_str()),
-                    filter.year,
-                    filter.rule.as_deref(),
-                    id,
-                    i64::from(filter.limit),
-                ],
-                |r| -> rusqlite::Result<ViolationCols> {
-                    Ok((
-                        (
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ),
-                        (
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                            r.get(9)?,
-                            r.get(10)?,
-                            r.get(11)?,
-                        ),
-                        (r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?),
-                    ))
-                },
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })
         .map_err(from_sqlite)?;
-    rows.into_iter()
-        .map(
-            |(
-                (id, agent, seq, arrival, county, fiscal_year),
-                (kind, entity_id, rule, detail, at_ms, outcome),
-                review,
-            )| {
-                let review = match review {
-                    (Some(status), Some(note), Some(by), Some(r_at)) => Some(ViolationReview {
-                        violation_id: id,
-                        status: ReviewStatus::parse(&status).ok_or_else(|| {
-                            StoreError::Corrupt(format!("review status {status:?}"))
-                        })?,
-                        note,
-                        by,
-                        at_ms: r_at,
-                    }),
-                    _ => None,
-                };
-                Ok(ConsoleViolation {
-                    id,
-                    row: ViolationRow {
-                        violation: NewViolation {
-                            agent: agent_id(&agent)?,
-                            seq: to_u64(seq, "seq")?,
-                            county: county_code(&county)?,
-                            fiscal_year,
-                            kind,
-                            entity_id,
-                            rule,
-                            detail,
-                            at_ms,
-                        },
-                        arrival: to_u64(arrival, "arrival")?,
-                        outcome: outcome_of(&outcome)?,
-                    },
-                    review,
-                })
+    let mut rows = st
+        .query(params![
+            filter.county.as_ref().map(|c| c.as_str()),
+            filter.year,
+            filter.rule.as_deref(),
+            id,
+            i64::from(filter.limit),
+        ])
+        .map_err(from_sqlite)?;
+    while let Some(r) = rows.next().map_err(from_sqlite)? {
+        let cols = (|| -> rusqlite::Result<ViolationCols> {
+            Ok((
+                (
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ),
+                (
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ),
+                (r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?),
+            ))
+        })()
+        .map_err(from_sqlite)?;
+        if !f(console_violation(cols)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn console_violation(
+    (
+        (id, agent, seq, arrival, county, fiscal_year),
+        (kind, entity_id, rule, detail, at_ms, outcome),
+        review,
+    ): ViolationCols,
+) -> Result<ConsoleViolation, StoreError> {
+    let review = match review {
+        (Some(status), Some(note), Some(by), Some(r_at)) => Some(ViolationReview {
+            violation_id: id,
+            status: ReviewStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("review status {status:?}")))?,
+            note,
+            by,
+            at_ms: r_at,
+        }),
+        _ => None,
+    };
+    Ok(ConsoleViolation {
+        id,
+        row: ViolationRow {
+            violation: NewViolation {
+                agent: agent_id(&agent)?,
+                seq: to_u64(seq, "seq")?,
+                county: county_code(&county)?,
+                fiscal_year,
+                kind,
+                entity_id,
+                rule,
+                detail,
+                at_ms,
             },
-        )
-        .collect()
+            arrival: to_u64(arrival, "arrival")?,
+            outcome: outcome_of(&outcome)?,
+        },
+        review,
+    })
 }
 
 pub(super) fn policy_versions(c: &Connection) -> Result<Vec<StoredPolicy>, StoreError> {

@@ -1,10 +1,34 @@
 //! Browser tests: real headless Chromium (Debian's `chromium` via `chromedriver`) against the
 //! real `tongbu-hub` binary started on port 0 (see `tongbu_tests::browser`). Screenshots land
 //! in `target/screenshots/<test>/`.
+//!
+//! The console tests (`admin`, `operator`, `layout`) each build a province of their own
+//! (`world`): a hub, two counties with a real agent each that synced a year of records, and an
+//! admin and an operator made with `tongbu-hub admin add`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use tongbu_tests::Hub;
+mod admin;
+mod layout;
+mod operator;
+mod world;
+
 use tongbu_tests::browser::Browser;
+use tongbu_tests::{Hub, wait_for};
+
+/// Waits until the text of the element matching `css` contains `want` (the element may be
+/// replaced by a page load meanwhile).
+pub fn wait_text(browser: &Browser, css: &str, want: &str) {
+    wait_for(&format!("{css} to show {want:?}"), || {
+        browser
+            .find_all(css)
+            .ok()?
+            .first()?
+            .text()
+            .ok()
+            .filter(|t| t.contains(want))
+    })
+    .unwrap();
+}
 
 /// The infrastructure works end to end: Chromium opens the hub's health and metrics pages,
 /// reads their text and saves screenshots, and CJK text renders with real glyphs.
