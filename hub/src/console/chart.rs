@@ -13,7 +13,7 @@ const COLOURS: [RGBColor; 3] = [
 
 /// A grouped bar chart: for each `(label, [budget approved, contracted, paid])` in fen, three
 /// bars side by side, in 万元, with a legend naming the `series`. Empty when there are none.
-pub fn in_step_svg(groups: &[(String, [i64; 3])], series: [&str; 3]) -> String {
+pub fn in_step_svg(groups: &[(String, [i64; 3])], series: [&str; 3], unit: &str) -> String {
     if groups.is_empty() {
         return String::new();
     }
@@ -48,7 +48,7 @@ pub fn in_step_svg(groups: &[(String, [i64; 3])], series: [&str; 3]) -> String {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(usize::try_from(slots).unwrap_or(0).saturating_add(1))
-            .y_desc("万元")
+            .y_desc(unit)
             .x_label_formatter(&|slot| {
                 if slot % 4 == 1 {
                     usize::try_from(slot / 4)
@@ -101,6 +101,7 @@ mod tests {
                 ("431281".into(), [5, 0, 0]),
             ],
             ["批复预算", "合同金额", "已支付"],
+            "万元",
         );
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(svg.contains("望城区") && svg.contains("合同金额"));
@@ -108,6 +109,6 @@ mod tests {
             !svg.contains("style="),
             "inline styles break the CSP: {svg}"
         );
-        assert_eq!(super::in_step_svg(&[], ["a", "b", "c"]), "");
+        assert_eq!(super::in_step_svg(&[], ["a", "b", "c"], "万元"), "");
     }
 }

@@ -151,6 +151,19 @@ fn catalogue_names(r: &dyn Reads) -> Result<HashMap<String, String>, StoreError>
         .collect())
 }
 
+/// The catalogue domain a code belongs to, as a translation key.
+fn domain_key(code: &str) -> &'static str {
+    match code.as_bytes().first() {
+        Some(b'A') => "domain_a",
+        Some(b'B') => "domain_b",
+        Some(b'C') => "domain_c",
+        Some(b'D') => "domain_d",
+        Some(b'E') => "domain_e",
+        Some(b'N') => "domain_n",
+        _ => "domain_other",
+    }
+}
+
 pub async fn overview(
     State(c): State<Console>,
     headers: HeaderMap,
@@ -233,13 +246,25 @@ pub async fn overview(
             })
             .collect::<Vec<_>>(),
         series,
+        lang.text("unit_wan"),
     );
+    // The chart groups catalogue codes by their domain (the code's first letter: A 基本公共服务,
+    // B 社会管理性服务, …); the table below it keeps one row per code.
+    let mut domains: BTreeMap<&'static str, [i64; 3]> = BTreeMap::new();
+    for (code, m) in &by_domain {
+        let d = domains.entry(domain_key(code)).or_default();
+        d[0] += m.budget_approved;
+        d[1] += m.contracted;
+        d[2] += m.paid;
+    }
     let domain_chart = chart::in_step_svg(
-        &by_domain
+        &domains
             .iter()
-            .map(|(code, m)| (code.clone(), [m.budget_approved, m.contracted, m.paid]))
+            .filter(|(_, v)| v.iter().any(|x| *x != 0))
+            .map(|(key, v)| (lang.text(key).to_owned(), *v))
             .collect::<Vec<_>>(),
         series,
+        lang.text("unit_wan"),
     );
     let by_county: Vec<_> = by_county
         .into_iter()
@@ -251,7 +276,11 @@ pub async fn overview(
     let by_domain: Vec<_> = by_domain
         .into_iter()
         .map(|(code, m)| {
-            let name = names.get(&code).cloned().unwrap_or_default();
+            let name = if code.is_empty() {
+                lang.text("catalogue_unknown").to_owned()
+            } else {
+                names.get(&code).cloned().unwrap_or_default()
+            };
             context! { code, name, ..minijinja::Value::from_serialize(&m) }
         })
         .collect();

@@ -51,9 +51,22 @@ pub fn environment() -> Environment<'static> {
     env.add_filter("yuan", |fen: i64| yuan(fen));
     env.add_filter("wan", |fen: i64| wan(fen));
     env.add_filter("ts", |ms: Option<i64>| {
-        ms.map_or_else(|| "—".to_owned(), rfc3339)
+        ms.map_or_else(|| "—".to_owned(), beijing_time)
     });
     env
+}
+
+/// A time as the province reads it: ISO 8601 in China Standard Time (UTC+8, no daylight
+/// saving), e.g. `2026-11-27T16:11:21+08:00`. Stored times stay UTC milliseconds.
+pub fn beijing_time(ms: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+08:00");
+    let east8 = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .map(|t| t.to_offset(east8))
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| rfc3339(ms))
 }
 
 /// `¥1,234,567.89`.
@@ -162,6 +175,12 @@ mod tests {
             .render_str(tpl, context! { t => t, k => "payment" })
             .unwrap();
         assert_eq!(out, "国库支付");
+    }
+
+    #[test]
+    fn times_show_in_china_standard_time() {
+        assert_eq!(beijing_time(1_795_762_113_999), "2026-11-27T14:48:33+08:00");
+        assert_eq!(beijing_time(0), "1970-01-01T08:00:00+08:00");
     }
 
     #[test]

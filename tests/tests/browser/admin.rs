@@ -109,13 +109,13 @@ fn an_admin_signs_in_and_walks_every_page() {
     );
     browser.screenshot_page("admin-violations").unwrap();
 
-    // Agents: both active.
+    // Agents: both active (正常 in the Chinese console).
     nav(&browser, "/console/agents", "#page-agents");
     for agent in &world.agents {
         let state = browser
             .text(&format!("#agent-{} td.state-active", agent.agent_id))
             .unwrap();
-        assert_eq!(state, "active");
+        assert_eq!(state, "正常");
     }
     browser.screenshot_page("admin-agents").unwrap();
 
