@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_ledger.sql"),
     include_str!("../../migrations/0003_console.sql"),
     include_str!("../../migrations/0004_console_indexes.sql"),
+    include_str!("../../migrations/0005_append_only_audit.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1688,6 +1689,52 @@ mod tests {
         assert!(res.is_err());
         let found = read(&mut store, |r| r.county(&county().code)).unwrap();
         assert_eq!(found, None);
+    }
+
+    #[test]
+    fn the_audit_log_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        write(&mut store, |w| {
+            w.insert_audit(&AuditEntry {
+                at_ms: 1,
+                actor: "cli".into(),
+                action: "county.add".into(),
+                detail: "430112".into(),
+            })
+        })
+        .unwrap();
+        let refused = store
+            .conn
+            .execute("UPDATE audit_log SET actor = 'someone else'", []);
+        assert!(refused.is_err_and(|e| e.to_string().contains("append-only")));
+        assert!(store.conn.execute("DELETE FROM audit_log", []).is_err());
+        // A review row (the foreign key to its violation is beside the point here).
+        store
+            .conn
+            .execute_batch(
+                "PRAGMA foreign_keys = OFF;
+             INSERT INTO violation_reviews (violation_id, status, note, by_user, at_ms)
+             VALUES (1, 'reviewed', 'checked with the county', 'li.hua', 1);",
+            )
+            .unwrap();
+        assert!(
+            store
+                .conn
+                .execute("UPDATE violation_reviews SET note = 'x'", [])
+                .is_err()
+        );
+        assert!(
+            store
+                .conn
+                .execute("DELETE FROM violation_reviews", [])
+                .is_err()
+        );
+        let count: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
     }
 
     #[test]
