@@ -282,42 +282,38 @@ pub fn evaluate<S: LedgerStore>(
             (Some(facts), slot)
         }
         Some(Body::Payment(pay)) => {
-            let contract_key = EntityKey::new(&h.county, Kind::Contract, &pay.contract_id);
-            let contract = store.entity(&contract_key)?;
+            let contract = live_contract(
+                store,
+                &h.county,
+                &pay.contract_id,
+                &mut findings,
+                &mut waits_on,
+            )?;
             let mut place = (pay.paid_on.year(), None);
-            match checks::predecessor(Kind::Contract, &pay.contract_id, contract.as_ref()) {
-                Predecessor::Missing(f) => {
-                    findings.push(f);
-                    waits_on = Some(contract_key);
+            if let Some((contract, cf)) = &contract {
+                place = (cf.fiscal_year, cf.catalogue.clone());
+                if let Some(signed_on) = cf.date {
+                    findings.extend(checks::date_order(
+                        ("signed_on", signed_on),
+                        ("paid_on", pay.paid_on),
+                    ));
                 }
-                Predecessor::Refused(f) => findings.push(f),
-                Predecessor::Live(cf) => {
-                    place = (cf.fiscal_year, cf.catalogue.clone());
-                    if let Some(signed_on) = cf.date {
-                        findings.extend(checks::date_order(
-                            ("signed_on", signed_on),
-                            ("paid_on", pay.paid_on),
-                        ));
-                    }
-                    if !h.cancelled {
-                        let others =
-                            committed_by_others(contract.as_ref(), current, &pay.contract_id);
-                        let limit = cf.live_amount();
-                        findings.extend(checks::contract_exceeded(
+                if !h.cancelled {
+                    let others = committed_by_others(Some(contract), current, &pay.contract_id);
+                    let limit = cf.live_amount();
+                    findings.extend(checks::contract_exceeded(
+                        &pay.contract_id,
+                        limit,
+                        others,
+                        pay.amount,
+                    ));
+                    if let Some(after) = others.checked_add(pay.amount) {
+                        findings.extend(checks::paid_without_evaluation(
                             &pay.contract_id,
                             limit,
-                            others,
-                            pay.amount,
+                            after,
+                            contract.evaluated,
                         ));
-                        let evaluated = contract.as_ref().is_some_and(|e| e.evaluated);
-                        if let Some(after) = others.checked_add(pay.amount) {
-                            findings.extend(checks::paid_without_evaluation(
-                                &pay.contract_id,
-                                limit,
-                                after,
-                                evaluated,
-                            ));
-                        }
                     }
                 }
             }
@@ -335,23 +331,21 @@ pub fn evaluate<S: LedgerStore>(
             (Some(facts), slot)
         }
         Some(Body::Evaluation(ev)) => {
-            let contract_key = EntityKey::new(&h.county, Kind::Contract, &ev.contract_id);
-            let contract = store.entity(&contract_key)?;
+            let contract = live_contract(
+                store,
+                &h.county,
+                &ev.contract_id,
+                &mut findings,
+                &mut waits_on,
+            )?;
             let mut place = (ev.evaluated_on.year(), None);
-            match checks::predecessor(Kind::Contract, &ev.contract_id, contract.as_ref()) {
-                Predecessor::Missing(f) => {
-                    findings.push(f);
-                    waits_on = Some(contract_key);
-                }
-                Predecessor::Refused(f) => findings.push(f),
-                Predecessor::Live(cf) => {
-                    place = (cf.fiscal_year, cf.catalogue.clone());
-                    if let Some(signed_on) = cf.date {
-                        findings.extend(checks::date_order(
-                            ("signed_on", signed_on),
-                            ("evaluated_on", ev.evaluated_on),
-                        ));
-                    }
+            if let Some((_, cf)) = &contract {
+                place = (cf.fiscal_year, cf.catalogue.clone());
+                if let Some(signed_on) = cf.date {
+                    findings.extend(checks::date_order(
+                        ("signed_on", signed_on),
+                        ("evaluated_on", ev.evaluated_on),
+                    ));
                 }
             }
             let facts = Facts {
@@ -383,6 +377,36 @@ pub fn evaluate<S: LedgerStore>(
         facts,
         duplicate_of: None,
     })
+}
+
+/// The contract a payment or evaluation belongs to, when it stands. When it has not arrived the
+/// record waits for it (`AWAITING_CONTRACT`); when it was rejected or cancelled, so is the record.
+fn live_contract<S: LedgerStore>(
+    store: &mut S,
+    county: &crate::ids::CountyCode,
+    contract_id: &crate::ids::Code,
+    findings: &mut Vec<Finding>,
+    waits_on: &mut Option<EntityKey>,
+) -> Result<Option<(Entity, Facts)>, S::Error> {
+    let key = EntityKey::new(county, Kind::Contract, contract_id);
+    let contract = store.entity(&key)?;
+    Ok(
+        match checks::predecessor(Kind::Contract, contract_id, contract.as_ref()) {
+            Predecessor::Missing(f) => {
+                findings.push(f);
+                *waits_on = Some(key);
+                None
+            }
+            Predecessor::Refused(f) => {
+                findings.push(f);
+                None
+            }
+            Predecessor::Live(cf) => {
+                let cf = cf.clone();
+                contract.map(|c| (c, cf))
+            }
+        },
+    )
 }
 
 /// What other accepted children hold on `parent` (`parent_id`), leaving out this entity's own
