@@ -1,7 +1,8 @@
 //! The command line: one function per command, printing exactly the lines the v1 interface
 //! promises (end-to-end tests and county scripts parse them). Exit codes: 0 success, 1 failure
 //! (or findings that reject, or a chain that does not verify), 2 a submission refused with
-//! nothing stored.
+//! nothing stored, 3 nothing stored because the disk is full or the data directory read-only
+//! (retry once there is space).
 
 use std::io::{self, BufWriter, Read as _, Write as _};
 use std::net::SocketAddr;
@@ -95,8 +96,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-check the local chain: signatures, links and hashes.
+    /// Re-check the local chain: signatures, links and hashes, and the database's integrity.
     Verify,
+    /// Replace this agent's key: the hub must confirm the new key before it is used. Stop the
+    /// service (`run`) first.
+    RotateKey,
     /// Point this agent at the hub's new address (the hub's pinned key stays the same).
     SetHub {
         /// The hub's new URL, e.g. https://hub.example.cn
@@ -148,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => show_status(data_dir, json),
         Command::Verify => verify(data_dir),
+        Command::RotateKey => runtime()?.block_on(rotate_key(data_dir)),
         Command::SetHub { hub } => {
             let previous = service::set_hub_url(data_dir, &hub)?;
             println!(
@@ -223,12 +228,29 @@ async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// Exit code of a submission not stored because the disk is full or read-only.
+const EXIT_UNAVAILABLE: u8 = 3;
+
+fn unavailable(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!(
+        "error: nothing stored: the disk is full or the data directory is read-only; free space (or restore write access) and submit again ({e})"
+    );
+    ExitCode::from(EXIT_UNAVAILABLE)
+}
+
 fn submit(data_dir: &Path, file: &str, strictness: Strictness) -> anyhow::Result<ExitCode> {
     let input = read_input(file)?;
-    let agent = service::open_enrolled(data_dir)?;
+    let agent = match service::open_for_signing(data_dir) {
+        Ok(agent) => agent,
+        Err(e) => match e.downcast_ref::<tongbu_agent::outbox::OutboxError>() {
+            Some(o) if o.is_unavailable() => return Ok(unavailable(o)),
+            _ => return Err(e),
+        },
+    };
     let mut intake = Intake::new(agent.outbox, Arc::new(agent.key))?;
     let stored = match intake.submit(&input, strictness, SystemClock.now_ms()) {
         Ok(stored) => stored,
+        Err(e) if e.is_unavailable() => return Ok(unavailable(&e)),
         Err(IntakeError::Refused(finding)) => {
             eprintln!("error: refused, nothing stored: {finding}");
             return Ok(ExitCode::from(2));
@@ -330,7 +352,29 @@ fn check(data_dir: &Path, file: &str) -> anyhow::Result<ExitCode> {
     })
 }
 
+async fn rotate_key(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let data_dir = data_dir.to_owned();
+    let mut agent =
+        tokio::task::spawn_blocking(move || service::open_enrolled(&data_dir)).await??;
+    let old = agent.key.public_key().fingerprint();
+    let confirmed = tongbu_agent::rotate::rotate_key(
+        &agent.dir,
+        &mut agent.outbox,
+        &agent.enrollment,
+        Arc::new(SystemClock),
+    )
+    .await
+    .context("key rotation failed")?;
+    println!(
+        "key rotated: {old} -> {} (the old key signed up to seq {})",
+        confirmed.public_key.fingerprint(),
+        confirmed.last_old_seq
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn sync_once(data_dir: &Path, batch_size: usize) -> anyhow::Result<ExitCode> {
+    service::settle_rotation(data_dir).await?;
     let data_dir = data_dir.to_owned();
     let agent = tokio::task::spawn_blocking(move || service::open_enrolled(&data_dir)).await??;
     let mut syncer = Syncer::new(
@@ -396,8 +440,9 @@ fn show_status(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let agent = service::open_enrolled(data_dir)?;
-    let public_key = agent.key.public_key();
-    match verify::verify_chain(&agent.outbox, &agent.enrollment.agent_id, &public_key) {
+    agent.outbox.check_integrity(true)?;
+    let keys = agent.outbox.key_ring(agent.key.public_key())?;
+    match verify::verify_chain(&agent.outbox, &agent.enrollment.agent_id, &keys) {
         Ok(v) => {
             println!(
                 "ok: {} records verify, head seq {} hash {}",

@@ -2,7 +2,9 @@
 //! the agent's key (`RequestAuth` over the exact method, path and body sent), and every signed
 //! document the hub returns is verified against the hub key pinned at enrollment before it is
 //! parsed: a receipt, watermark or policy bundle that does not verify is an error, never
-//! trusted.
+//! trusted. Every request carries a fresh 128-bit random nonce (32 hex characters), which the
+//! hub remembers to refuse replays; a `clock_skew` refusal is described as how far this
+//! machine's clock is ahead of or behind the hub's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +17,8 @@ use tongbu_shared::crypto::{PublicKey, Signature};
 use tongbu_shared::ids::AgentId;
 use tongbu_shared::policy::PolicyBundle;
 use tongbu_shared::protocol::{
-    ApiError, BatchRequest, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorCode, POLICY_PATH,
-    Receipt, Watermark, batches_path, watermark_path,
+    ApiError, BatchRequest, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorCode, KeyRotated,
+    POLICY_PATH, Receipt, RotateKeyRequest, Watermark, batches_path, key_path, watermark_path,
 };
 use tongbu_shared::signed::{RequestAuth, Signed, SignedPayload};
 
@@ -234,6 +236,20 @@ impl HubClient {
             )
             .await?;
         verify_signed(&reply, &creds.hub_key, "receipt")
+    }
+
+    /// Asks the hub to replace this agent's key (`creds` holds the old key, which signs the
+    /// request); returns the hub's confirmation, verified against the pinned hub key.
+    pub async fn rotate_key(
+        &self,
+        creds: &Credentials,
+        req: &RotateKeyRequest,
+    ) -> Result<KeyRotated, ClientError> {
+        let body = to_json(req)?;
+        let reply = self
+            .signed_call(creds, reqwest::Method::POST, &key_path(&creds.agent), body)
+            .await?;
+        verify_signed(&reply, &creds.hub_key, "key rotation confirmation")
     }
 
     /// Pulls the hub's current policy bundle. With `cached`, asks conditionally
@@ -482,5 +498,23 @@ mod tests {
             text.starts_with("clock_skew: this machine's clock is 420 s behind"),
             "{text}"
         );
+        let mut e = ApiError::new(ErrorCode::ClockSkew, "timestamp too far from hub time");
+        e.error.skew_seconds = Some(-305);
+        let err = ClientError::Api(e);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("clock_skew: this machine's clock is 305 s ahead of the hub's"),
+            "{text}"
+        );
+        assert!(err.is_transient());
+    }
+
+    #[test]
+    fn replays_and_rate_limits_are_named() {
+        let replayed = ClientError::Api(ApiError::new(ErrorCode::ReplayedRequest, "seen"));
+        assert!(replayed.to_string().starts_with("replayed_request: "));
+        assert!(!replayed.is_transient());
+        let busy = ClientError::Api(ApiError::new(ErrorCode::RateLimited, "busy"));
+        assert!(busy.is_transient());
     }
 }

@@ -1,5 +1,6 @@
 //! The agent's data directory: `agent.key` (the private key) and `outbox.db` (the SQLite outbox,
-//! with its `-wal` and `-shm` files). It is created with mode 0700 when missing; nothing else in
+//! with its `-wal` and `-shm` files); during a key rotation also `agent.key.new` (the new key,
+//! until the hub confirms it) and, for a moment while it replaces `agent.key`, `agent.key.old`. It is created with mode 0700 when missing; nothing else in
 //! the agent builds these paths.
 
 use std::fs::DirBuilder;
@@ -41,6 +42,16 @@ impl DataDir {
 
     pub fn key_path(&self) -> PathBuf {
         self.root.join("agent.key")
+    }
+
+    /// The new key of a rotation the hub has not confirmed yet.
+    pub fn new_key_path(&self) -> PathBuf {
+        self.root.join("agent.key.new")
+    }
+
+    /// The old key, kept while the new one replaces `agent.key`.
+    pub fn old_key_path(&self) -> PathBuf {
+        self.root.join("agent.key.old")
     }
 
     pub fn outbox_path(&self) -> PathBuf {

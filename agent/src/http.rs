@@ -3,7 +3,8 @@
 //! each record's rule codes (`?strict=true` refuses the whole submission if a record breaks a
 //! rule); `POST /check` reports malformed records and rule findings without storing;
 //! `GET /status` and `GET /healthz` for operators. The API has no authentication, so the
-//! service binds it to loopback only. Handlers are thin: read the body, call
+//! service binds it to loopback only. A full or read-only disk answers 503 `unavailable` with
+//! nothing stored, and the service accepts again once space returns. Handlers are thin: read the body, call
 //! [`crate::intake`], map the result.
 
 use std::sync::Arc;
@@ -58,6 +59,8 @@ enum AppError {
     Body(BytesRejection),
     Query(QueryRejection),
     Busy,
+    /// The disk is full or read-only: nothing stored, retry later.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -70,6 +73,7 @@ impl From<IntakeError> for AppError {
                 AppError::BreaksRules { message, findings }
             }
             IntakeError::Outbox(OutboxError::Busy) => AppError::Busy,
+            e if e.is_unavailable() => AppError::Unavailable(message),
             _ => AppError::Internal(message),
         }
     }
@@ -120,6 +124,13 @@ impl IntoResponse for AppError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": {"code": "busy", "message": "the outbox is busy; nothing stored, try again"}}),
             ),
+            AppError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "intake cannot write");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": {"code": "unavailable", "message": format!("refused, nothing stored: the disk is full or the data directory is read-only; try again once there is space ({detail})")}}),
+                )
+            }
             AppError::Internal(detail) => {
                 tracing::error!(error = %detail, "intake failed");
                 (
@@ -275,6 +286,79 @@ mod tests {
             (json["head_seq"].as_u64(), json["queue_depth"].as_u64()),
             (Some(1), Some(1))
         );
+    }
+
+    /// `n` distinct payments as JSON Lines.
+    fn payments(from: u64, n: u64) -> Vec<u8> {
+        (from..from + n).map(body).collect::<Vec<_>>().join(&b'\n')
+    }
+
+    async fn head_seq(st: &IntakeState) -> Option<u64> {
+        let (_, json) = call(app(st.clone()), "GET", "/status", Vec::new()).await;
+        json["head_seq"].as_u64()
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_stores_nothing_and_intake_resumes_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(&dir);
+        let (status, _) = call(app(st.clone()), "POST", "/records", body(1)).await;
+        assert_eq!(status, StatusCode::OK);
+        // The disk is "full": the database may not grow by a single page.
+        st.intake
+            .call(|i| {
+                let pages = i.outbox().page_count()?;
+                i.outbox().set_max_page_count(pages)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (status, json) = call(app(st.clone()), "POST", "/records", payments(2, 400)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+        assert_eq!(json["error"]["code"], "unavailable");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("disk is full"), "{message}");
+        // Nothing of the submission was stored.
+        assert_eq!(head_seq(&st).await, Some(1));
+
+        // Space returns: the same service takes the same submission.
+        st.intake
+            .call(|i| {
+                i.outbox().set_max_page_count(1 << 30)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (status, json) = call(app(st.clone()), "POST", "/records", payments(2, 400)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(head_seq(&st).await, Some(401));
+    }
+
+    #[tokio::test]
+    async fn a_read_only_database_stores_nothing_and_intake_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(&dir);
+        st.intake
+            .call(|i| Ok(i.outbox().set_query_only(true)?))
+            .await
+            .unwrap();
+        let (status, json) = call(app(st.clone()), "POST", "/records", body(1)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+        assert_eq!(json["error"]["code"], "unavailable");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("read-only")
+        );
+        assert_eq!(head_seq(&st).await, Some(0));
+        st.intake
+            .call(|i| Ok(i.outbox().set_query_only(false)?))
+            .await
+            .unwrap();
+        let (status, _) = call(app(st.clone()), "POST", "/records", body(1)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(head_seq(&st).await, Some(1));
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@
 //! Invariants: records are judged (see [`crate::rules`]) against the local view exactly as it
 //! stands when they are appended: [`Intake`] appends only at the head it judged against, and
 //! judges again if another writer got there first. Nothing is reported stored before the
-//! transaction holding it commits.
+//! transaction holding it commits. A full, read-only or failing disk rolls the transaction
+//! back and is reported as such ([`IntakeError::is_unavailable`]); the intake takes
+//! submissions again once the disk does.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -91,9 +93,18 @@ pub enum IntakeError {
     },
     #[error("this agent is not enrolled yet: run `tongbu-agent enroll --hub URL --token T` first")]
     NotEnrolled,
-    /// Storing failed; nothing was stored. The caller may retry.
+    /// Storing failed; nothing was stored. The caller may retry (see
+    /// [`IntakeError::is_unavailable`]: a full or read-only disk).
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+}
+
+impl IntakeError {
+    /// Whether storing failed because the disk is full, read-only or failing (nothing was
+    /// stored; the same submission may succeed once space returns).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, IntakeError::Outbox(e) if e.is_unavailable())
+    }
 }
 
 impl From<InputError> for Finding {

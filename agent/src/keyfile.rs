@@ -1,6 +1,8 @@
 //! The agent's Ed25519 private key, stored as PKCS#8 DER in `<data-dir>/agent.key` with mode
 //! 0600. A key is written to a temporary file, fsynced, then hard-linked into place, so the
-//! key file is either absent or complete, and an existing key is never overwritten.
+//! key file is either absent or complete, and an existing key is never overwritten — except by
+//! [`replace`], which a confirmed key rotation uses: the old key is hard-linked to
+//! `agent.key.old`, the new key renamed over `agent.key` (atomic), then the old link removed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write as _};
@@ -94,6 +96,30 @@ pub fn load_or_create(path: &Path, rng: &dyn SecureRandom) -> Result<KeyPair, Ke
     }
     sync_dir(path)?;
     Ok(key)
+}
+
+/// Removes the key file at `path` if there is one.
+pub fn remove(path: &Path) -> Result<(), KeyFileError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", path)(e)),
+    }
+}
+
+/// Makes the key at `new` the key at `current`, atomically: `current` is always either the
+/// old key or the new one. The old key stays at `old` until the new one is in place.
+pub fn replace(new: &Path, current: &Path, old: &Path) -> Result<(), KeyFileError> {
+    load(new)?;
+    remove(old)?;
+    match fs::hard_link(current, old) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io("keep a copy of", current)(e)),
+    }
+    fs::rename(new, current).map_err(io("replace", current))?;
+    sync_dir(current)?;
+    remove(old)
 }
 
 fn sync_dir(path: &Path) -> Result<(), KeyFileError> {

@@ -16,6 +16,8 @@
 //!   refusal naming the field) out;
 //! - [`client`]: the signed HTTP client for the hub's agent API, verifying hub signatures;
 //! - [`enroll`]: one-time enrollment with a token, pinning the hub's key;
+//! - [`rotate`]: replacing the agent's key with the hub's confirmation, and settling a
+//!   rotation interrupted by a crash;
 //! - [`sync`]: the sync step (`Syncer::sync_once`) and its loop (`run_until_stopped`);
 //! - [`http`]: the loopback intake API (`POST /records`, `POST /check`, `GET /status`);
 //! - [`service`]: intake server plus sync loop, and the entry points a demo can drive in-process;
@@ -36,6 +38,7 @@ pub mod intake;
 pub mod keyfile;
 pub mod outbox;
 pub mod policy;
+pub mod rotate;
 pub mod rules;
 pub mod service;
 pub mod status;

@@ -12,6 +12,8 @@
 //!   outcome updates and outcome cursor a verified receipt carried.
 //! - `policy` holds the hub's policy bundles exactly as received (payload bytes and signature);
 //!   this module stores and returns them unverified, [`crate::policy`] verifies them.
+//! - `key_history` holds the keys this agent rotated away from, each with the last seq it
+//!   signed ([`KeyRing`]); a rotation the hub has not confirmed yet is one `pending` row.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +32,7 @@ use tongbu_shared::record::Kind;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_policy_and_outcomes.sql"),
+    include_str!("../migrations/0003_key_history.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,6 +57,18 @@ pub enum OutboxError {
     Busy,
     #[error("the outbox database failed: {0}")]
     Sqlite(rusqlite::Error),
+    /// The disk is full, or the data directory is read-only, or the disk fails: nothing was
+    /// stored; the same request may succeed once space (or write access) returns.
+    #[error(
+        "unavailable: the outbox cannot be written (the disk is full or the data directory is read-only: {0}); nothing was stored, try again once there is space"
+    )]
+    Unavailable(String),
+    /// The outbox file fails SQLite's integrity check, or is not a database at all.
+    #[error(
+        "the outbox {} is damaged ({problem}); the agent will not use it: restore it from a backup, or move it aside and enroll afresh",
+        path.display()
+    )]
+    Damaged { path: PathBuf, problem: String },
     #[error("the outbox is damaged: {0}")]
     Corrupt(String),
     #[error("record {index} is {len} bytes, more than the limit of {MAX_BODY_BYTES}")]
@@ -73,14 +88,70 @@ pub enum OutboxError {
     HeadMoved { expected: u64, found: u64 },
 }
 
+impl OutboxError {
+    /// Whether the failure is the disk's (full, read-only, failing): nothing was stored and
+    /// the same request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, OutboxError::Unavailable(_) | OutboxError::Busy)
+    }
+
+    /// A corrupt-database error, as the damage of the file at `path`.
+    fn at(self, path: &Path) -> OutboxError {
+        match self {
+            OutboxError::Corrupt(problem) => OutboxError::Damaged {
+                path: path.to_owned(),
+                problem,
+            },
+            OutboxError::Open { cause, .. }
+                if matches!(
+                    cause.sqlite_error_code(),
+                    Some(
+                        rusqlite::ErrorCode::DiskFull
+                            | rusqlite::ErrorCode::ReadOnly
+                            | rusqlite::ErrorCode::SystemIoFailure
+                            | rusqlite::ErrorCode::CannotOpen
+                    )
+                ) =>
+            {
+                OutboxError::Unavailable(format!("{}: {cause}", path.display()))
+            }
+            OutboxError::Open { cause, .. }
+                if matches!(
+                    cause.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+                ) =>
+            {
+                OutboxError::Damaged {
+                    path: path.to_owned(),
+                    problem: cause.to_string(),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for OutboxError {
     fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        use rusqlite::ErrorCode::{
+            DatabaseBusy, DatabaseCorrupt, DatabaseLocked, DiskFull, NotADatabase, ReadOnly,
+            SystemIoFailure,
+        };
         match &e {
             rusqlite::Error::SqliteFailure(f, _)
                 if matches!(f.code, DatabaseBusy | DatabaseLocked) =>
             {
                 OutboxError::Busy
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, DiskFull | ReadOnly | SystemIoFailure) =>
+            {
+                OutboxError::Unavailable(e.to_string())
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, DatabaseCorrupt | NotADatabase) =>
+            {
+                OutboxError::Corrupt(e.to_string())
             }
             _ => OutboxError::Sqlite(e),
         }
@@ -287,8 +358,66 @@ const META_KEYS: [&str; 6] = [
 ];
 
 impl Outbox {
-    /// Opens (creating and migrating when needed) the outbox at `path`.
+    /// Opens (creating and migrating when needed) the outbox at `path`. A file that is not a
+    /// database, or is damaged where opening reads, is [`OutboxError::Damaged`].
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
+        Outbox::open_file(path).map_err(|e| e.at(path))
+    }
+
+    /// Runs `PRAGMA quick_check` (or the thorough `integrity_check`): a damaged file is
+    /// [`OutboxError::Damaged`] naming it.
+    pub fn check_integrity(&self, thorough: bool) -> Result<(), OutboxError> {
+        let path = self.conn.path().map(PathBuf::from).unwrap_or_default();
+        let pragma = if thorough {
+            "PRAGMA integrity_check(20)"
+        } else {
+            "PRAGMA quick_check(20)"
+        };
+        let rows: Result<Vec<String>, rusqlite::Error> = self
+            .conn
+            .prepare(pragma)
+            .and_then(|mut st| st.query_map([], |r| r.get::<_, String>(0))?.collect());
+        match rows {
+            Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(()),
+            Ok(rows) => Err(OutboxError::Damaged {
+                path,
+                problem: rows.join("; "),
+            }),
+            Err(e) => Err(OutboxError::from(e).at(&path)),
+        }
+    }
+
+    /// Caps the database at `pages` pages on this connection: growing past it fails as a full
+    /// disk would (`SQLITE_FULL`). Tests use it to simulate a full disk.
+    #[doc(hidden)]
+    pub fn set_max_page_count(&self, pages: u64) -> Result<u64, OutboxError> {
+        let pages = i64::try_from(pages).unwrap_or(i64::MAX);
+        Ok(self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| u64::try_from(n).unwrap_or(0))?)
+    }
+
+    /// How many pages the database file has now.
+    #[doc(hidden)]
+    pub fn page_count(&self) -> Result<u64, OutboxError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))?)
+    }
+
+    /// Makes this connection refuse writes (`SQLITE_READONLY`), as a read-only disk would; or
+    /// lets it write again.
+    #[doc(hidden)]
+    pub fn set_query_only(&self, on: bool) -> Result<(), OutboxError> {
+        self.conn.pragma_update(None, "query_only", on)?;
+        Ok(())
+    }
+
+    fn open_file(path: &Path) -> Result<Outbox, OutboxError> {
         let open_err = |cause| OutboxError::Open {
             path: path.to_owned(),
             cause,
@@ -737,6 +866,127 @@ fn append_in(
 /// An outbox connection used from async code: each call runs on tokio's blocking pool, so a
 /// slow fsync or a wait for another writer's lock never stalls the runtime. Each component
 /// (the intake server, the sync loop) opens its own; SQLite orders their writes.
+/// The keys that signed this agent's chain: retired keys with the last seq each signed, then
+/// the current key for everything after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRing {
+    pub current: PublicKey,
+    /// `(key, last_seq)`, by `last_seq`.
+    pub retired: Vec<(PublicKey, u64)>,
+}
+
+impl From<PublicKey> for KeyRing {
+    fn from(current: PublicKey) -> KeyRing {
+        KeyRing {
+            current,
+            retired: Vec::new(),
+        }
+    }
+}
+
+impl KeyRing {
+    /// The key that signed envelope `seq`.
+    pub fn for_seq(&self, seq: u64) -> &PublicKey {
+        self.retired
+            .iter()
+            .find(|(_, last)| seq <= *last)
+            .map_or(&self.current, |(k, _)| k)
+    }
+}
+
+/// A key rotation the hub has not confirmed yet: the old key and the last seq it signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingRotation {
+    pub old_key: PublicKey,
+    pub last_old_seq: u64,
+}
+
+impl Outbox {
+    /// The retired keys (confirmed rotations), by the last seq each signed.
+    pub fn retired_keys(&self) -> Result<Vec<(PublicKey, u64)>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT public_key, last_seq FROM key_history WHERE state = 'retired' \
+             ORDER BY last_seq, at_ms",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(k, seq)| {
+                let k = <[u8; 32]>::try_from(k.as_slice())
+                    .map_err(|_| OutboxError::Corrupt("key_history.public_key".into()))?;
+                let seq = u64::try_from(seq)
+                    .map_err(|_| OutboxError::Corrupt("key_history.last_seq".into()))?;
+                Ok((PublicKey(k), seq))
+            })
+            .collect()
+    }
+
+    /// The key ring with `current` as the current key.
+    pub fn key_ring(&self, current: PublicKey) -> Result<KeyRing, OutboxError> {
+        Ok(KeyRing {
+            current,
+            retired: self.retired_keys()?,
+        })
+    }
+
+    /// Starts a rotation away from `old_key`: notes it as pending with the chain's head as the
+    /// last seq the old key signs, in a transaction that holds the write lock, so no append
+    /// slips in between. Returns that seq.
+    pub fn begin_rotation(&mut self, old_key: &PublicKey, now_ms: i64) -> Result<u64, OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let head = head_of(&tx)?.seq;
+        tx.execute("DELETE FROM key_history WHERE state = 'pending'", [])?;
+        tx.execute(
+            "INSERT INTO key_history (public_key, last_seq, state, at_ms) VALUES (?1, ?2, 'pending', ?3)",
+            params![&old_key.0[..], i64::try_from(head).unwrap_or(i64::MAX), now_ms],
+        )?;
+        tx.commit()?;
+        Ok(head)
+    }
+
+    /// The rotation the hub has not confirmed yet, if any.
+    pub fn pending_rotation(&self) -> Result<Option<PendingRotation>, OutboxError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT public_key, last_seq FROM key_history WHERE state = 'pending'",
+                [],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        row.map(|(k, seq)| {
+            Ok(PendingRotation {
+                old_key: PublicKey(
+                    <[u8; 32]>::try_from(k.as_slice())
+                        .map_err(|_| OutboxError::Corrupt("key_history.public_key".into()))?,
+                ),
+                last_old_seq: u64::try_from(seq)
+                    .map_err(|_| OutboxError::Corrupt("key_history.last_seq".into()))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The hub confirmed the pending rotation: its old key is retired.
+    pub fn confirm_rotation(&mut self) -> Result<(), OutboxError> {
+        self.conn.execute(
+            "UPDATE key_history SET state = 'retired' WHERE state = 'pending'",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// The hub did not take the pending rotation: forget it.
+    pub fn abandon_rotation(&mut self) -> Result<(), OutboxError> {
+        self.conn
+            .execute("DELETE FROM key_history WHERE state = 'pending'", [])?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SharedOutbox(Arc<Mutex<Outbox>>);
 
@@ -1083,7 +1333,7 @@ pub(crate) mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 
     #[test]
@@ -1173,7 +1423,7 @@ pub(crate) mod tests {
                 let want: Vec<u64> = (1..=expected_head).collect();
                 prop_assert_eq!(seqs, want);
                 prop_assert_eq!(verify_all(&outbox), head.hash);
-                let verified = crate::verify::verify_chain(&outbox, &agent(), &key().public_key());
+                let verified = crate::verify::verify_chain(&outbox, &agent(), &KeyRing::from(key().public_key()));
                 prop_assert_eq!(verified.unwrap().head_hash, head.hash);
                 prop_assert!(outbox.sync_state().unwrap().acked_seq <= head.seq);
             }

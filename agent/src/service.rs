@@ -2,6 +2,11 @@
 //! shutdown future completes (SIGTERM/SIGINT in the binary). Also the entry points a demo can
 //! drive in-process (`run`, `enroll`, `submit`, `pull_policy`); these return `anyhow` errors
 //! with context, since they sit at task boundaries.
+//!
+//! Start-up (`run`): an interrupted key rotation is settled with the hub first
+//! ([`crate::rotate::recover`]); then the outbox must pass `PRAGMA quick_check` and its last
+//! 1,000 envelopes must verify, or the service refuses to start with an error naming the file.
+//! Records are never signed while a rotation is unsettled ([`open_for_signing`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -79,6 +84,42 @@ pub fn open_enrolled(data_dir: &Path) -> anyhow::Result<EnrolledAgent> {
     })
 }
 
+/// Opens an enrolled agent to sign records with: refused while a key rotation is unsettled
+/// (which key signs the next seq depends on the hub's answer).
+pub fn open_for_signing(data_dir: &Path) -> anyhow::Result<EnrolledAgent> {
+    let agent = open_enrolled(data_dir)?;
+    if let Some(problem) = crate::rotate::pending_problem(&agent.dir, &agent.outbox)? {
+        bail!("{problem}");
+    }
+    Ok(agent)
+}
+
+/// Settles a key rotation that was interrupted (see [`crate::rotate::recover`]); nothing to do
+/// for an agent that is not enrolled or not rotating.
+pub async fn settle_rotation(data_dir: &Path) -> anyhow::Result<crate::rotate::Recovered> {
+    let dir = DataDir::open(data_dir)?;
+    let mut outbox = Outbox::open(&dir.outbox_path())?;
+    let Some(enrollment) = outbox.enrollment()? else {
+        return Ok(crate::rotate::Recovered::Nothing);
+    };
+    let recovered =
+        crate::rotate::recover(&dir, &mut outbox, &enrollment, Arc::new(SystemClock)).await?;
+    match recovered {
+        crate::rotate::Recovered::Finished => {
+            tracing::info!(
+                "an interrupted key rotation was confirmed by the hub: the new key is in use"
+            );
+        }
+        crate::rotate::Recovered::Undone => {
+            tracing::warn!(
+                "an interrupted key rotation was not taken by the hub: the old key stays"
+            );
+        }
+        crate::rotate::Recovered::Nothing => {}
+    }
+    Ok(recovered)
+}
+
 /// Runs the intake server and the sync loop until `shutdown` completes. `on_ready` is called
 /// with the address the intake really bound, once it accepts connections.
 pub async fn run(
@@ -92,9 +133,18 @@ pub async fn run(
             opts.listen
         );
     }
+    settle_rotation(&opts.data_dir).await?;
     let data_dir = opts.data_dir.clone();
     let (agent, sync_outbox) = tokio::task::spawn_blocking(move || {
-        let agent = open_enrolled(&data_dir)?;
+        let agent = open_for_signing(&data_dir)?;
+        // A damaged outbox stops the agent here, loudly, before it serves anything.
+        let keys = agent.outbox.key_ring(agent.key.public_key())?;
+        crate::verify::check_at_start(
+            &agent.outbox,
+            &agent.dir.outbox_path(),
+            &agent.enrollment.agent_id,
+            &keys,
+        )?;
         // The sync loop gets a connection of its own; SQLite orders the two writers.
         let sync_outbox = Outbox::open(&agent.dir.outbox_path())?;
         anyhow::Ok((agent, sync_outbox))
@@ -230,7 +280,7 @@ pub fn set_hub_url(data_dir: &Path, hub_url: &str) -> anyhow::Result<String> {
 /// on SQLite; from async code call it through `spawn_blocking`. A running service sends the
 /// records at its next heartbeat.
 pub fn submit(data_dir: &Path, input: &[u8]) -> anyhow::Result<Vec<Stored>> {
-    let agent = open_enrolled(data_dir)?;
+    let agent = open_for_signing(data_dir)?;
     let mut intake = Intake::new(agent.outbox, Arc::new(agent.key))?;
     let stored = intake.submit(input, Strictness::Lenient, SystemClock.now_ms())?;
     Ok(stored)

@@ -1,12 +1,15 @@
-//! Re-checking the local chain from seq 1: every envelope's signature with the agent's own key,
+//! Re-checking the local chain from seq 1: every envelope's signature with the agent's key for
+//! that seq (the key ring: keys retired by a rotation signed the seqs up to their last one),
 //! the `prev` links, stored hash = recomputed hash, no gaps. Rows are read in chunks so memory
-//! stays bounded however long the chain is. The first bad seq is reported.
+//! stays bounded however long the chain is. The first bad seq is reported. [`verify_tail`]
+//! checks only the last envelopes (the start-up check); [`check_at_start`] adds SQLite's
+//! `quick_check`, so a damaged outbox stops the agent with an error naming the file.
 
-use tongbu_shared::crypto::{Digest, PublicKey};
+use tongbu_shared::crypto::Digest;
 use tongbu_shared::envelope::{ChainError, verify_run};
 use tongbu_shared::ids::AgentId;
 
-use crate::outbox::{Outbox, OutboxError};
+use crate::outbox::{KeyRing, Outbox, OutboxError};
 
 /// Rows read and checked at a time.
 const CHUNK: usize = 1000;
@@ -41,13 +44,44 @@ impl From<BadSeq> for VerifyError {
     }
 }
 
-/// Verifies every stored envelope of `agent`'s chain against `key`.
+/// Verifies every stored envelope of `agent`'s chain against the key that signed its seq.
 pub fn verify_chain(
     outbox: &Outbox,
     agent: &AgentId,
-    key: &PublicKey,
+    keys: &KeyRing,
 ) -> Result<Verified, VerifyError> {
-    let (mut seq, mut hash) = (0u64, Digest::GENESIS);
+    verify_from(outbox, agent, keys, 0, Digest::GENESIS)
+}
+
+/// Verifies the last `n` stored envelopes (what the agent checks at start-up): the run after
+/// seq `head - n`, starting from the hash stored there.
+pub fn verify_tail(
+    outbox: &Outbox,
+    agent: &AgentId,
+    keys: &KeyRing,
+    n: u64,
+) -> Result<Verified, VerifyError> {
+    let head = outbox.head()?.seq;
+    let start = head.saturating_sub(n);
+    let hash = if start == 0 {
+        Digest::GENESIS
+    } else {
+        outbox.hash_at(start)?.ok_or_else(|| BadSeq {
+            seq: start,
+            problem: "missing".to_owned(),
+        })?
+    };
+    verify_from(outbox, agent, keys, start, hash)
+}
+
+fn verify_from(
+    outbox: &Outbox,
+    agent: &AgentId,
+    keys: &KeyRing,
+    start: u64,
+    start_hash: Digest,
+) -> Result<Verified, VerifyError> {
+    let (mut seq, mut hash) = (start, start_hash);
     loop {
         let rows = outbox.rows_after(seq, CHUNK)?;
         if rows.is_empty() {
@@ -66,6 +100,7 @@ pub fn verify_chain(
                 .into());
             }
             let (envelope, stored) = row.to_envelope(agent).map_err(bad)?;
+            let key = keys.for_seq(row.seq);
             let recomputed = verify_run(key, agent, seq, hash, std::slice::from_ref(&envelope))
                 .map_err(|e| bad(describe(&e)))?;
             if recomputed != stored {
@@ -78,10 +113,32 @@ pub fn verify_chain(
         }
     }
     Ok(Verified {
-        records: seq,
+        records: seq - start,
         head_seq: seq,
         head_hash: hash,
     })
+}
+
+/// Envelopes re-verified at start-up.
+pub const START_TAIL: u64 = 1000;
+
+/// The start-up check: `PRAGMA quick_check`, then the last [`START_TAIL`] envelopes. Either
+/// failing is [`OutboxError::Damaged`] naming the file.
+pub fn check_at_start(
+    outbox: &Outbox,
+    path: &std::path::Path,
+    agent: &AgentId,
+    keys: &KeyRing,
+) -> Result<(), OutboxError> {
+    outbox.check_integrity(false)?;
+    match verify_tail(outbox, agent, keys, START_TAIL) {
+        Ok(_) => Ok(()),
+        Err(VerifyError::Bad(bad)) => Err(OutboxError::Damaged {
+            path: path.to_owned(),
+            problem: format!("the chain does not verify at {bad}"),
+        }),
+        Err(VerifyError::Outbox(e)) => Err(e),
+    }
 }
 
 /// A chain error without its seq (the caller names the seq).
@@ -132,7 +189,7 @@ mod tests {
 
     fn verify_at(path: &std::path::Path) -> Result<Verified, VerifyError> {
         let outbox = Outbox::open(path).unwrap();
-        verify_chain(&outbox, &agent(), &key().public_key())
+        verify_chain(&outbox, &agent(), &key().public_key().into())
     }
 
     fn tamper(path: &std::path::Path, sql: &str) {

@@ -361,3 +361,33 @@ async fn an_altered_record_stops_sync_after_the_intact_prefix() {
     assert_eq!(h.acked(), 6);
     assert!(h.last_error().unwrap().starts_with("bad_signature: seq 7:"));
 }
+
+#[tokio::test]
+async fn clock_skew_is_reported_with_its_direction_and_never_re_enrolls() {
+    let mut h = harness(3, 10).await;
+    h.hub.lock().skew_seconds = Some(-400);
+    let err = h.syncer.sync_once().await.unwrap_err();
+    assert_eq!(err.next_step(), NextStep::Retry, "{err}");
+    let last = h.last_error().unwrap();
+    assert!(
+        last.starts_with("clock_skew: this machine's clock is 400 s ahead of the hub's"),
+        "{last}"
+    );
+    h.hub.lock().skew_seconds = Some(301);
+    h.syncer.sync_once().await.unwrap_err();
+    let last = h.last_error().unwrap();
+    assert!(
+        last.starts_with("clock_skew: this machine's clock is 301 s behind the hub's"),
+        "{last}"
+    );
+    // Nothing was sent, the enrollment stands and the agent never tried to enroll again.
+    assert_eq!(h.acked(), 0);
+    assert_eq!(h.hub.lock().enrollments, 0);
+    assert_eq!(h.outbox.enrollment().unwrap().unwrap().agent_id, agent_id());
+
+    // Once the clock is right, the same agent syncs everything.
+    h.hub.lock().skew_seconds = None;
+    h.syncer.sync_once().await.unwrap();
+    assert_eq!(h.acked(), 3);
+    assert_eq!(h.last_error(), None);
+}

@@ -1,5 +1,6 @@
 //! Administrative actions, shared by the CLI, the demo and (later) the console: registering
-//! counties, issuing enrollment tokens, creating API keys and listing agents. Each action is
+//! counties, issuing enrollment tokens, creating API keys, listing and revoking agents. Each
+//! action is
 //! one transaction with an audit entry; a secret is returned once, as a [`Secret`], and only
 //! its SHA-256 is stored. Bad input is refused before anything is written.
 
@@ -8,8 +9,8 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
-use tongbu_shared::ids::CountyCode;
-use tongbu_shared::protocol::AgentRow;
+use tongbu_shared::ids::{AgentId, CountyCode};
+use tongbu_shared::protocol::{AgentRow, AgentState};
 use tongbu_shared::record::Text;
 
 use crate::auth::secret_hash;
@@ -63,6 +64,12 @@ pub enum AdminError {
     BadTtl(u32),
     #[error("the system random number generator failed")]
     Random,
+    #[error("no agent {0} is enrolled")]
+    UnknownAgent(AgentId),
+    #[error("agent {0} is already revoked")]
+    AlreadyRevoked(AgentId),
+    #[error("a revocation needs a reason (--reason)")]
+    NoReason,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -215,6 +222,49 @@ pub fn agent_row(a: &AgentRecord) -> AgentRow {
 pub fn list_agents(store: &mut dyn Store) -> Result<Vec<AgentRow>, AdminError> {
     let agents = store::read(store, |r| r.agents())?;
     Ok(agents.iter().map(agent_row).collect())
+}
+
+/// Revokes an agent (active or quarantined): from its next request on, the hub refuses it
+/// everything. Audited as `agent.revoke` with the reason, like the console's revoke.
+pub fn revoke_agent(
+    w: &mut dyn Writes,
+    now_ms: i64,
+    actor: &str,
+    agent: &AgentId,
+    reason: &str,
+) -> Result<(), AdminError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(AdminError::NoReason);
+    }
+    let a = w
+        .agent(agent)?
+        .ok_or_else(|| AdminError::UnknownAgent(agent.clone()))?;
+    if a.state == AgentState::Revoked {
+        return Err(AdminError::AlreadyRevoked(agent.clone()));
+    }
+    w.set_agent_state(agent, AgentState::Revoked)?;
+    w.insert_audit(&AuditEntry {
+        at_ms: now_ms,
+        actor: actor.to_owned(),
+        action: "agent.revoke".into(),
+        detail: format!(
+            "agent {agent} ({} → {}): {reason}",
+            a.state,
+            AgentState::Revoked
+        ),
+    })?;
+    Ok(())
+}
+
+/// [`revoke_agent`] as one transaction of its own, for the CLI.
+pub fn revoke_agent_in(
+    store: &mut dyn Store,
+    now_ms: i64,
+    agent: &AgentId,
+    reason: &str,
+) -> Result<(), AdminError> {
+    store::write(store, |w| revoke_agent(w, now_ms, "cli", agent, reason))
 }
 
 /// [`add_county`] as one transaction of its own, for the CLI and the demo.

@@ -2,14 +2,21 @@
 //! `tongbu_shared::signed`); people and scripts present an API key as a bearer token. The
 //! checks here are pure functions of the request, the stored key and the hub's time; secrets
 //! are only ever compared through their SHA-256, which is all the store keeps.
+//!
+//! A nonce is 16–64 hex characters; a request whose (agent, nonce) the hub has already seen
+//! within the clock-skew window is refused as a replay (see `crate::replay`, checked by
+//! `Hub::authenticate` after the signature and the clock, so only signed requests are
+//! remembered).
 
 use tongbu_shared::crypto::{Digest, PublicKey, Signature};
 use tongbu_shared::ids::AgentId;
 use tongbu_shared::protocol::MAX_CLOCK_SKEW_SECS;
 use tongbu_shared::signed::RequestAuth;
 
-/// Longest nonce the hub accepts, in bytes.
-const MAX_NONCE_LEN: usize = 128;
+/// Shortest nonce the hub accepts, in hex characters (64 bits).
+pub const MIN_NONCE_LEN: usize = 16;
+/// Longest nonce the hub accepts, in hex characters.
+pub const MAX_NONCE_LEN: usize = 64;
 
 /// The raw authentication headers of an agent request, as the transport found them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,6 +39,21 @@ pub enum AuthError {
     ClockSkew { skew_seconds: i64 },
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// The (agent, nonce) pair was already seen within the clock-skew window.
+    #[error("{}", crate::replay::ReplayError::Replayed)]
+    Replayed,
+    /// The hub's memory of recent requests is full; this agent sends the most. Retry later.
+    #[error("{}", crate::replay::ReplayError::Busy)]
+    Busy,
+}
+
+impl From<crate::replay::ReplayError> for AuthError {
+    fn from(e: crate::replay::ReplayError) -> AuthError {
+        match e {
+            crate::replay::ReplayError::Replayed => AuthError::Replayed,
+            crate::replay::ReplayError::Busy => AuthError::Busy,
+        }
+    }
 }
 
 /// Parses the four signature headers; the agent they name must be `path_agent`, the agent
@@ -64,13 +86,12 @@ pub fn parse_request_auth(
     let timestamp: i64 = timestamp
         .parse()
         .map_err(|_| bad("the timestamp header must be Unix seconds"))?;
-    if nonce.is_empty()
-        || nonce.len() > MAX_NONCE_LEN
-        || !nonce.bytes().all(|b| b.is_ascii_graphic())
+    if !(MIN_NONCE_LEN..=MAX_NONCE_LEN).contains(&nonce.len())
+        || !nonce.bytes().all(|b| b.is_ascii_hexdigit())
     {
-        return Err(bad(
-            "the nonce header must be 1-128 printable ASCII characters",
-        ));
+        return Err(bad(&format!(
+            "the nonce header must be {MIN_NONCE_LEN}-{MAX_NONCE_LEN} hex characters"
+        )));
     }
     let sig = Signature::from_base64(signature)
         .map_err(|_| bad("the signature header must be a base64 Ed25519 signature"))?;
@@ -137,7 +158,7 @@ mod tests {
             "POST",
             "/api/v1/agents/430112-0000000a/batches",
             timestamp,
-            "00ff".into(),
+            "00ff00ff00ff00ff".into(),
             body,
         )
     }
@@ -235,6 +256,11 @@ mod tests {
         let mut garbled = as_headers(&h);
         garbled.timestamp = Some("soon");
         assert!(parse_request_auth(&garbled, AGENT).is_err());
+        for nonce in ["00ff", "not hex, not hex!", &"a".repeat(65)] {
+            let mut garbled = as_headers(&h);
+            garbled.nonce = Some(nonce);
+            assert!(parse_request_auth(&garbled, AGENT).is_err(), "{nonce}");
+        }
         let mut garbled = as_headers(&h);
         garbled.signature = Some("AAAA");
         assert!(parse_request_auth(&garbled, AGENT).is_err());

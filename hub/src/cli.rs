@@ -63,6 +63,11 @@ pub enum Command {
     },
     /// List enrolled agents and how far behind each is.
     Agents,
+    /// Act on one enrolled agent.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
     /// Manage console users.
     Admin {
         #[command(subcommand)]
@@ -84,6 +89,19 @@ pub enum Command {
         /// Milliseconds between two submissions of one simulated county.
         #[arg(long, default_value_t = 2000)]
         interval_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Revoke an agent: the hub refuses it everything from its next request on (audited).
+    Revoke {
+        /// The agent id, e.g. 430112-0000abcd.
+        #[arg(long)]
+        agent: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -249,6 +267,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let done = if reset { "reset" } else { "added" };
             println!("console user {user} ({}) {done}", Role::from(role));
+            Ok(())
+        }
+        Command::Agent {
+            command: AgentCommand::Revoke { agent, reason },
+        } => {
+            let id = tongbu_shared::ids::AgentId::parse(&agent)
+                .map_err(|e| anyhow::anyhow!("--agent {agent:?}: {e}"))?;
+            let mut store = open_store(&data_dir)?;
+            admin::revoke_agent_in(&mut store, SystemClock.now_ms(), &id, &reason)?;
+            println!("agent {id} revoked");
             Ok(())
         }
         Command::Agents => {

@@ -2,7 +2,9 @@
 //! counters, and the operations the HTTP layer (and the demo) call. Each operation takes
 //! parsed input and returns a domain result; none knows about HTTP. Signature checks run in
 //! `spawn_blocking`, never on the writer thread, and a reply is built only after the write
-//! behind it has committed.
+//! behind it has committed. Agent requests are authenticated by signature, clock and a
+//! bounded replay memory ([`crate::replay`]); a key rotation ([`Hub::rotate_key`]) switches the
+//! key requests must be signed with. Start-up refuses a database that fails `quick_check`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,8 +16,8 @@ use tongbu_shared::envelope::Envelope;
 use tongbu_shared::ids::{AgentId, CountyCode};
 use tongbu_shared::policy::PolicyDoc;
 use tongbu_shared::protocol::{
-    AgentRow, AgentState, BatchRequest, EnrollRequest, EnrollResponse, PROTOCOL_VERSION, Receipt,
-    Watermark,
+    AgentRow, AgentState, BatchRequest, EnrollRequest, EnrollResponse, KeyRotated,
+    PROTOCOL_VERSION, Receipt, RotateKeyRequest, Watermark,
 };
 use tongbu_shared::rules::Totals;
 use tongbu_shared::signed::{Signed, SignedPayload};
@@ -30,6 +32,8 @@ use crate::keys::{self, KeyError};
 use crate::ledger::{self, Judged};
 use crate::metrics::{Gauges, Metrics};
 use crate::policy::{self, CurrentPolicy, PolicyAdminError, PolicyCache, PolicySet};
+use crate::replay::ReplayGuard;
+use crate::rotate::{self, AgentKeys, RotateError};
 use crate::store::{
     self, AgentRecord, Role, SqliteStore, StoreError, StoredEnvelope, ViolationFilter, ViolationRow,
 };
@@ -72,6 +76,7 @@ struct Inner {
     rng: SystemRandom,
     metrics: Metrics,
     policies: PolicyCache,
+    replay: ReplayGuard,
 }
 
 impl std::fmt::Debug for Hub {
@@ -84,10 +89,12 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// Opens the hub's database and key in `data_dir` (creating both, and the directory, on
-    /// first use). Makes policy version 1 if there is none yet, and judges any records stored
+    /// first use), refusing a database that fails `PRAGMA quick_check`. Makes policy version 1 if there is none yet, and judges any records stored
     /// before the ledger existed, before anything else is served.
     pub fn open(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<Hub, OpenError> {
         let mut writer = SqliteStore::open(data_dir)?;
+        // A damaged file is refused before anything is read from it or written to it.
+        writer.check_integrity(false)?;
         let rng = SystemRandom::new();
         let key = keys::load_or_create(data_dir, &rng)?;
         let now = clock.now_ms();
@@ -111,6 +118,7 @@ impl Hub {
                 rng,
                 metrics: Metrics::default(),
                 policies,
+                replay: ReplayGuard::default(),
             }),
         })
     }
@@ -145,7 +153,8 @@ impl Hub {
     // ---- agent-facing calls -------------------------------------------------------------
 
     /// Checks an agent request's signature headers against the enrolled key of `path_agent`
-    /// and the hub's clock; returns the agent as stored.
+    /// and the hub's clock, then refuses a replay of a request already seen; returns the agent
+    /// as stored.
     pub async fn authenticate(
         &self,
         path_agent: &str,
@@ -161,14 +170,17 @@ impl Hub {
             .read(move |r| r.agent(&id))
             .await?
             .ok_or_else(|| AccessError::UnknownAgent(path_agent.to_owned()))?;
-        auth::verify_request(
-            &auth,
-            &agent.public_key,
-            method,
-            path_and_query,
-            body,
-            self.now_ms(),
-        )?;
+        let now = self.now_ms();
+        auth::verify_request(&auth, &agent.public_key, method, path_and_query, body, now)?;
+        self.inner
+            .replay
+            .check(
+                &auth.agent,
+                &auth.nonce,
+                auth.timestamp,
+                now.div_euclid(1000),
+            )
+            .map_err(AuthError::from)?;
         Ok(agent)
     }
 
@@ -252,14 +264,52 @@ impl Hub {
         envelopes: Vec<Envelope>,
     ) -> Result<VerifiedBatch, IngestError> {
         ingest::check_state(agent.state)?;
-        let key = agent.public_key;
         let id = agent.id.clone();
         if envelopes.is_empty() {
-            return ingest::verify(&key, &id, envelopes);
+            return ingest::verify(&agent.public_key.into(), &id, envelopes);
         }
-        tokio::task::spawn_blocking(move || ingest::verify(&key, &id, envelopes))
+        // Envelopes signed before a key rotation verify with the key of their seq.
+        let record = agent.clone();
+        let keys = self.db().read(move |r| AgentKeys::of(r, &record)).await?;
+        tokio::task::spawn_blocking(move || ingest::verify(&keys, &id, envelopes))
             .await
             .map_err(|e| IngestError::Internal(format!("signature check failed: {e}")))?
+    }
+
+    /// Replaces an authenticated agent's key (the request was signed by the current key) and
+    /// answers with a signed confirmation once the change has committed. From then on only
+    /// the new key is accepted for requests.
+    pub async fn rotate_key(
+        &self,
+        agent: AgentRecord,
+        req: RotateKeyRequest,
+    ) -> Result<Signed<KeyRotated>, RotateError> {
+        let old_key = agent.public_key;
+        rotate::check_proof(&agent.id, &old_key, &req)?;
+        let now = self.now_ms();
+        let id = agent.id.clone();
+        let new_key = req.new_public_key;
+        let last_old_seq = req.last_old_seq;
+        self.db()
+            .write(move |w| rotate::apply(w, &id, &old_key, &req, now))
+            .await?;
+        tracing::info!(
+            agent = %agent.id,
+            old = %old_key.fingerprint(),
+            new = %new_key.fingerprint(),
+            last_old_seq,
+            "agent key rotated"
+        );
+        Signed::sign(
+            &self.inner.key,
+            &KeyRotated {
+                agent_id: agent.id,
+                public_key: new_key,
+                last_old_seq,
+                hub_time_ms: now,
+            },
+        )
+        .map_err(|e| RotateError::Store(StoreError::Backend(format!("cannot sign: {e}"))))
     }
 
     /// Notes that an authenticated agent made contact, when its request went no further.

@@ -1,7 +1,8 @@
 //! Taking in a batch of envelopes from one agent: the hub's core decision, free of HTTP.
 //!
 //! Three steps, cheapest first: [`check_shape`] (size, agent field, consecutive seqs) needs
-//! nothing; [`verify`] checks every signature, hashes every envelope and parses every body
+//! nothing; [`verify`] checks every signature (each with the key that signed its seq, see
+//! [`crate::rotate::AgentKeys`]), hashes every envelope and parses every body
 //! (CPU heavy: run it off the async threads and outside the writer); [`apply`] runs inside one
 //! write transaction, re-reads the agent's chain and either appends the new envelopes and
 //! judges them by the rules ([`crate::ledger`]), acknowledges a resend, refuses the batch, or —
@@ -17,7 +18,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use tongbu_shared::crypto::{Digest, PublicKey};
+use tongbu_shared::crypto::Digest;
 use tongbu_shared::envelope::Envelope;
 use tongbu_shared::ids::AgentId;
 use tongbu_shared::protocol::{AgentState, Heartbeat, MAX_BATCH_ENVELOPES, Outcome, RecordOutcome};
@@ -26,6 +27,7 @@ use tongbu_shared::rules::Pending;
 
 use crate::ledger::{self, Judged, TxLedger};
 use crate::policy::{PolicyCache, current_version};
+use crate::rotate::AgentKeys;
 use crate::store::{
     AgentRecord, Alert, AlertKind, Equivocation, HeartbeatUpdate, NewEnvelope, StoreError,
     StoredEnvelope, StoredVerdict, Verdict, Writes,
@@ -193,7 +195,7 @@ impl VerifiedBatch {
 /// Checks the batch's shape and every signature, hashes every envelope and parses every body.
 /// CPU heavy: call it from `spawn_blocking`.
 pub fn verify(
-    key: &PublicKey,
+    keys: &AgentKeys,
     agent: &AgentId,
     envelopes: Vec<Envelope>,
 ) -> Result<VerifiedBatch, IngestError> {
@@ -202,7 +204,7 @@ pub fn verify(
         .into_iter()
         .map(|envelope| {
             envelope
-                .verify(key)
+                .verify(keys.for_seq(envelope.seq))
                 .map_err(|_| IngestError::BadSignature { seq: envelope.seq })?;
             let hash = envelope.hash();
             let record = Record::parse_lenient(&envelope.body).map_err(|e| e.to_string());
@@ -702,7 +704,7 @@ mod tests {
         fn send(&mut self, envelopes: Vec<Envelope>) -> Result<Applied, IngestError> {
             let agent = read(&mut self.store, |r| r.agent(&agent_id()))?
                 .ok_or(IngestError::UnknownAgent)?;
-            let batch = verify(&agent.public_key, &agent_id(), envelopes)?;
+            let batch = verify(&agent.public_key.into(), &agent_id(), envelopes)?;
             let contact = Contact::with_heartbeat(NOW, &heartbeat());
             let policies = &self.policies;
             Ok(write(&mut self.store, |w| {

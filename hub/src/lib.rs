@@ -11,6 +11,8 @@
 //!   of changed outcomes); [`expiry`]: the grace-period task; [`policy`]: signed policy
 //!   versions;
 //! - [`enroll`], [`admin`], [`auth`]: enrollment, admin actions, request authentication;
+//!   [`replay`]: the bounded memory of recent (agent, nonce) pairs that refuses replays;
+//!   [`rotate`]: agent key rotation and the key ring (which key signed which seq);
 //! - [`store`]: the narrow storage interface and its SQLite backend; [`db`]: its async face
 //!   (one writer thread, a pool of readers);
 //! - [`http`]: the axum routes; [`keys`]: the hub's signing key; [`clock`]: injected time;
@@ -37,6 +39,8 @@ pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod policy;
+pub mod replay;
+pub mod rotate;
 pub mod store;
 
 use std::future::Future;

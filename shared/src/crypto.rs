@@ -28,6 +28,10 @@ pub enum Domain {
     Watermark,
     /// A policy bundle signed by the hub.
     Policy,
+    /// Proof by an agent's new key that it takes over from the old one (key rotation).
+    Rotate,
+    /// The hub's confirmation of a key rotation.
+    KeyRotated,
 }
 
 impl Domain {
@@ -40,6 +44,8 @@ impl Domain {
             Domain::Receipt => b"tongbu/v1/receipt\n",
             Domain::Watermark => b"tongbu/v1/watermark\n",
             Domain::Policy => b"tongbu/v1/policy\n",
+            Domain::Rotate => b"tongbu/v1/rotate\n",
+            Domain::KeyRotated => b"tongbu/v1/key-rotated\n",
         }
     }
 }

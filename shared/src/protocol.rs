@@ -7,6 +7,7 @@
 //! | `POST /api/v1/agents/{agent}/batches` (signed request) | [`BatchRequest`] | `Signed<`[`Receipt`]`>` |
 //! | `GET /api/v1/agents/{agent}/watermark` (signed request) | – | `Signed<`[`Watermark`]`>` |
 //! | `GET /api/v1/policy` (signed request, `If-None-Match`) | – | `Signed<PolicyBundle>` or 304 |
+//! | `POST /api/v1/agents/{agent}/key` (signed by the old key) | [`RotateKeyRequest`] | `Signed<`[`KeyRotated`]`>` |
 //! | `GET /api/v1/agents` (bearer API key) | – | [`AgentsResponse`] |
 //!
 //! Every error reply is an [`ApiError`] with a stable [`ErrorCode`].
@@ -42,6 +43,39 @@ pub fn batches_path(agent: &AgentId) -> String {
 
 pub fn watermark_path(agent: &AgentId) -> String {
     format!("/api/v1/agents/{agent}/watermark")
+}
+
+/// `POST` (signed agent request, by the key being replaced): switch to a new key.
+pub fn key_path(agent: &AgentId) -> String {
+    format!("/api/v1/agents/{agent}/key")
+}
+
+/// An agent's request to replace its key. The request is signed by the old key; `proof` is the
+/// new key's signature over `Domain::Rotate` + `rotate_proof_bytes(agent, old, new,
+/// last_old_seq)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    pub new_public_key: PublicKey,
+    /// The last seq the old key signed (the agent's chain head): envelopes up to it verify
+    /// with the old key, later ones with the new key.
+    pub last_old_seq: u64,
+    pub proof: Signature,
+}
+
+/// The hub's signed confirmation that an agent's key was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotated {
+    pub agent_id: AgentId,
+    /// The key the hub now accepts (and the only one it accepts requests from).
+    pub public_key: PublicKey,
+    /// The last seq signed by the old key.
+    pub last_old_seq: u64,
+    pub hub_time_ms: i64,
+}
+
+impl SignedPayload for KeyRotated {
+    const DOMAIN: Domain = Domain::KeyRotated;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +313,14 @@ pub enum ErrorCode {
     /// The hub cannot write (disk full, read-only): retry later.
     Unavailable,
     Internal,
+    /// The hub already received a request with this agent and nonce: a replay, refused.
+    ReplayedRequest,
+    /// The hub is receiving more signed requests than it can remember, most of them from this
+    /// agent: retry later (with a fresh request).
+    RateLimited,
+    /// A key rotation was refused: the proof by the new key does not verify, or the new key is
+    /// the old one or belongs to another agent.
+    BadKeyRotation,
 }
 
 impl ErrorCode {
@@ -309,6 +351,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::ReplayedRequest => "replayed_request",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::BadKeyRotation => "bad_key_rotation",
         }
     }
 
@@ -316,7 +361,10 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::ClockSkew
+            ErrorCode::Unavailable
+                | ErrorCode::Internal
+                | ErrorCode::ClockSkew
+                | ErrorCode::RateLimited
         )
     }
 

@@ -3,6 +3,9 @@
 //! signature covers the domain tag and the payload's exact bytes, and the receiver verifies
 //! those bytes *before* parsing them, so no re-serialization can make a signature drift.
 //!
+//! Key rotation: the new key proves possession by signing [`rotate_proof_bytes`] under
+//! `Domain::Rotate`; the request carrying it is signed by the old key.
+//!
 //! Agent request signing bytes (headers `x-tongbu-agent`, `x-tongbu-timestamp`,
 //! `x-tongbu-nonce`, `x-tongbu-signature`):
 //!
@@ -177,6 +180,24 @@ pub fn enroll_proof_bytes(token: &str, key: &PublicKey) -> Vec<u8> {
     out.extend_from_slice(token.as_bytes());
     out.push(b'\n');
     out.extend_from_slice(&key.0);
+    out
+}
+
+/// The bytes an agent's *new* key signs (under `Domain::Rotate`) to take over from its old
+/// key: agent id, old key, new key and the last seq the old key signed, so the proof cannot
+/// be replayed for another agent, another key or another point in the chain.
+pub fn rotate_proof_bytes(
+    agent: &AgentId,
+    old_key: &PublicKey,
+    new_key: &PublicKey,
+    last_old_seq: u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(agent.as_str().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(&old_key.0);
+    out.extend_from_slice(&new_key.0);
+    out.extend_from_slice(&last_old_seq.to_be_bytes());
     out
 }
 

@@ -3,7 +3,8 @@
 //! signatures and chain continuity like the real hub, and can be told to lose records, forge
 //! receipts, quarantine the agent, hold or reject records and change their outcomes later, and
 //! serve a policy honestly (ETag, `If-None-Match`, 304) or not (rolled back, conflicting,
-//! forged).
+//! forged), find the agent's clock off, and take (or refuse, or lose the reply to) a key
+//! rotation.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -24,11 +25,12 @@ use tongbu_shared::ids::{AgentId, Code, CountyCode};
 use tongbu_shared::policy::{Entry, PolicyBundle, default_policy};
 use tongbu_shared::protocol::{
     AgentState, ApiError, BatchRequest, EnrollRequest, EnrollResponse, ErrorCode, Heartbeat,
-    Outcome, POLICY_PATH, PROTOCOL_VERSION, Receipt, RecordOutcome, Watermark,
+    KeyRotated, Outcome, POLICY_PATH, PROTOCOL_VERSION, Receipt, RecordOutcome, RotateKeyRequest,
+    Watermark,
 };
 use tongbu_shared::signed::{
     HEADER_AGENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, Signed,
-    enroll_proof_bytes,
+    enroll_proof_bytes, rotate_proof_bytes,
 };
 
 pub fn hub_key() -> KeyPair {
@@ -93,6 +95,26 @@ pub struct Hub {
     pub verdicts: HashMap<u64, (Outcome, Vec<String>)>,
     /// Outcome changes, in order: the change at index i has cursor i + 1.
     pub changes: Vec<RecordOutcome>,
+    /// When set, every signed call is refused as `clock_skew` with this `skew_seconds`
+    /// (hub time minus the request's timestamp).
+    pub skew_seconds: Option<i64>,
+    /// How many enrollments the hub accepted.
+    pub enrollments: usize,
+    /// Keys the agent rotated away from, with the last seq each signed.
+    pub old_keys: Vec<(PublicKey, u64)>,
+    pub rotate_mode: RotateMode,
+}
+
+/// How the fake hub answers a key rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateMode {
+    Honest,
+    /// Refuses it (`bad_key_rotation`).
+    Refuse,
+    /// Rotates, then answers 503 as if the reply was lost.
+    LoseReply,
+    /// Answers 503 without rotating.
+    Unavailable,
 }
 
 impl Hub {
@@ -164,12 +186,17 @@ impl FakeHub {
             policy_requests: Vec::new(),
             verdicts: HashMap::new(),
             changes: Vec::new(),
+            skew_seconds: None,
+            enrollments: 0,
+            old_keys: Vec::new(),
+            rotate_mode: RotateMode::Honest,
         }));
         let app = Router::new()
             .route("/api/v1/enroll", post(enroll))
             .route(POLICY_PATH, get(policy))
             .route("/api/v1/agents/{agent}/watermark", get(watermark))
             .route("/api/v1/agents/{agent}/batches", post(batches))
+            .route("/api/v1/agents/{agent}/key", post(rotate_key))
             .with_state(Arc::clone(&hub));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -190,6 +217,26 @@ impl FakeHub {
 }
 
 type Shared = Arc<Mutex<Hub>>;
+
+/// The refusal of a request the fake hub did not authenticate: `clock_skew` when it is told
+/// to find the agent's clock off, else `bad_request_signature`.
+fn unauthenticated(hub: &Hub) -> Response {
+    match hub.skew_seconds {
+        Some(skew) => {
+            let mut e = ApiError::new(
+                ErrorCode::ClockSkew,
+                format!("the request's timestamp is {skew} s away from the hub's clock"),
+            );
+            e.error.skew_seconds = Some(skew);
+            (StatusCode::UNAUTHORIZED, Json(e)).into_response()
+        }
+        None => api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::BadRequestSignature,
+            None,
+        ),
+    }
+}
 
 fn api_error(status: StatusCode, code: ErrorCode, acked: Option<u64>) -> Response {
     let mut e = ApiError::new(code, format!("fake hub says {code}"));
@@ -220,6 +267,7 @@ async fn enroll(State(hub): State<Shared>, Json(req): Json<EnrollRequest>) -> Re
     }
     hub.tokens.remove(i);
     hub.agent_key = Some(req.public_key);
+    hub.enrollments += 1;
     Json(EnrollResponse {
         agent_id: agent_id(),
         county: CountyCode::parse("430112").unwrap(),
@@ -250,6 +298,9 @@ fn authenticated(
     let (Some(auth), Some(key)) = (auth, hub.agent_key) else {
         return false;
     };
+    if hub.skew_seconds.is_some() {
+        return false;
+    }
     agent == agent_id().as_str()
         && auth.agent == agent_id()
         && auth.verify(&key, method, uri.path(), body).is_ok()
@@ -263,11 +314,7 @@ async fn watermark(
 ) -> Response {
     let hub = hub.lock().unwrap();
     if !authenticated(&hub, &agent, &headers, "GET", &uri, b"") {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::BadRequestSignature,
-            None,
-        );
+        return unauthenticated(&hub);
     }
     let wm = Watermark {
         agent_id: agent_id(),
@@ -288,11 +335,7 @@ async fn batches(
 ) -> Response {
     let mut hub = hub.lock().unwrap();
     if !authenticated(&hub, &agent, &headers, "POST", &uri, &body) {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::BadRequestSignature,
-            None,
-        );
+        return unauthenticated(&hub);
     }
     let Ok(req) = serde_json::from_slice::<BatchRequest>(&body) else {
         return api_error(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, None);
@@ -317,6 +360,11 @@ async fn batches(
             if e.seq != len + 1 {
                 return api_error(StatusCode::CONFLICT, ErrorCode::ChainGap, Some(len));
             }
+            let key = hub
+                .old_keys
+                .iter()
+                .find(|(_, last)| e.seq <= *last)
+                .map_or(key, |(k, _)| *k);
             match verify_run(
                 &key,
                 &agent_id(),
@@ -387,11 +435,7 @@ async fn batches(
 async fn policy(State(hub): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
     let mut hub = hub.lock().unwrap();
     if !authenticated(&hub, agent_id().as_str(), &headers, "GET", &uri, b"") {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::BadRequestSignature,
-            None,
-        );
+        return unauthenticated(&hub);
     }
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
@@ -429,4 +473,57 @@ async fn policy(State(hub): State<Shared>, headers: HeaderMap, uri: Uri) -> Resp
         status: status.as_u16(),
     });
     response
+}
+
+async fn rotate_key(
+    State(hub): State<Shared>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let mut hub = hub.lock().unwrap();
+    if !authenticated(&hub, &agent, &headers, "POST", &uri, &body) {
+        return unauthenticated(&hub);
+    }
+    let Ok(req) = serde_json::from_slice::<RotateKeyRequest>(&body) else {
+        return api_error(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, None);
+    };
+    let old = hub.agent_key.unwrap();
+    let proof = rotate_proof_bytes(&agent_id(), &old, &req.new_public_key, req.last_old_seq);
+    let refused = hub.rotate_mode == RotateMode::Refuse
+        || req
+            .new_public_key
+            .verify(Domain::Rotate, &proof, &req.proof)
+            .is_err();
+    if refused {
+        return api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadKeyRotation,
+            None,
+        );
+    }
+    if hub.rotate_mode == RotateMode::Unavailable {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            None,
+        );
+    }
+    hub.old_keys.push((old, req.last_old_seq));
+    hub.agent_key = Some(req.new_public_key);
+    if hub.rotate_mode == RotateMode::LoseReply {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            None,
+        );
+    }
+    let confirmed = KeyRotated {
+        agent_id: agent_id(),
+        public_key: req.new_public_key,
+        last_old_seq: req.last_old_seq,
+        hub_time_ms: 0,
+    };
+    Json(Signed::sign(&hub_key(), &confirmed).unwrap()).into_response()
 }

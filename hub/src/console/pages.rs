@@ -444,16 +444,23 @@ struct Node {
     revisions: Vec<Revision>,
 }
 
-/// The revisions of one entity, each re-verified against its agent's stored key.
+/// The revisions of one entity, each re-verified against the agent's key for that seq.
 fn revisions(r: &dyn Reads, recs: &[&IndexedRecord]) -> Result<Vec<Revision>, StoreError> {
     let mut out = Vec::new();
     for rec in recs {
         let Some(env) = r.envelope(&rec.agent, rec.seq)? else {
             continue;
         };
-        let sig_ok = r
-            .agent(&rec.agent)?
-            .is_some_and(|a| env.clone().into_envelope().verify(&a.public_key).is_ok());
+        let sig_ok = match r.agent(&rec.agent)? {
+            Some(a) => {
+                let keys = crate::rotate::AgentKeys::of(r, &a)?;
+                env.clone()
+                    .into_envelope()
+                    .verify(keys.for_seq(env.seq))
+                    .is_ok()
+            }
+            None => false,
+        };
         let body: serde_json::Value = serde_json::from_slice(&env.body).unwrap_or_default();
         let date = ["approved_on", "signed_on", "paid_on", "evaluated_on"]
             .iter()

@@ -225,7 +225,11 @@ async fn send_batch(t: &T, key: &KeyPair, agent: &AgentId, envs: &[Envelope]) ->
         "POST",
         &uri,
         t.clock.now_ms() / 1000,
-        "n1".into(),
+        {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(1);
+            format!("{:032x}", NEXT.fetch_add(1, Ordering::Relaxed))
+        },
         &body,
     );
     let mut req = Request::post(&uri);

@@ -5,13 +5,14 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tongbu_shared::protocol::{ApiError, ErrorCode};
+use tongbu_shared::protocol::{AgentState, ApiError, ErrorCode};
 
 use crate::auth::AuthError;
 use crate::enroll::EnrollError;
 use crate::hub::AccessError;
 use crate::ingest::IngestError;
 use crate::policy::PolicyAdminError;
+use crate::rotate::RotateError;
 use crate::store::StoreError;
 
 /// An error reply.
@@ -55,6 +56,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized
         | ErrorCode::BadRequestSignature
         | ErrorCode::ClockSkew
+        | ErrorCode::ReplayedRequest
         | ErrorCode::TokenUnknown
         | ErrorCode::TokenUsed
         | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
@@ -71,6 +73,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::BadSignature | ErrorCode::WrongAgent | ErrorCode::NotConsecutive => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
+        ErrorCode::BadKeyRotation => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -107,6 +111,8 @@ impl From<AuthError> for AppError {
                 err.0.error.skew_seconds = Some(skew_seconds);
                 err
             }
+            AuthError::Replayed => AppError::new(ErrorCode::ReplayedRequest, e.to_string()),
+            AuthError::Busy => AppError::new(ErrorCode::RateLimited, e.to_string()),
             AuthError::Unauthorized => AppError::new(
                 ErrorCode::Unauthorized,
                 "send a valid API key as `Authorization: Bearer <key>`",
@@ -186,6 +192,32 @@ impl From<PolicyAdminError> for AppError {
             PolicyAdminError::Refused(_) => AppError::new(ErrorCode::BadRequest, e.to_string()),
             PolicyAdminError::Store(e) => e.into(),
             PolicyAdminError::NoPolicy | PolicyAdminError::Sign(_) => AppError::internal(&e),
+        }
+    }
+}
+
+impl From<RotateError> for AppError {
+    fn from(e: RotateError) -> AppError {
+        let msg = e.to_string();
+        match e {
+            RotateError::BadProof | RotateError::SameKey | RotateError::SeqTooLow { .. } => {
+                AppError::new(ErrorCode::BadKeyRotation, msg)
+            }
+            // The message would name the other agent: keep that to the hub's log.
+            RotateError::KeyInUse(ref other) => {
+                tracing::warn!(agent = %other, "key rotation to a key already in use");
+                AppError::new(
+                    ErrorCode::KeyInUse,
+                    "this public key is already used by an agent; make a new key",
+                )
+            }
+            RotateError::NotActive(_, AgentState::Revoked) => {
+                AppError::new(ErrorCode::AgentRevoked, msg)
+            }
+            RotateError::NotActive(..) => AppError::new(ErrorCode::AgentQuarantined, msg),
+            RotateError::UnknownAgent(_) => AppError::new(ErrorCode::UnknownAgent, msg),
+            RotateError::KeyReplaced => AppError::new(ErrorCode::BadRequestSignature, msg),
+            RotateError::Store(e) => e.into(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! | `POST /api/v1/enroll` | token + proof in the body | `EnrollResponse` |
 //! | `POST /api/v1/agents/{agent}/batches` | agent request signature | `Signed<Receipt>` |
 //! | `GET /api/v1/agents/{agent}/watermark` | agent request signature | `Signed<Watermark>` |
+//! | `POST /api/v1/agents/{agent}/key` | agent request signature (old key) | `Signed<KeyRotated>` |
 //! | `GET /api/v1/policy` | agent request signature | `Signed<PolicyBundle>` (ETag), or 304 |
 //! | `GET /api/v1/agents` | bearer API key | `AgentsResponse` |
 //! | `GET /api/v1/records/{agent}/{seq}` | bearer API key | the stored envelope and verdict |
@@ -37,7 +38,8 @@ use tongbu_shared::ids::AgentId;
 use tongbu_shared::ids::CountyCode;
 use tongbu_shared::protocol::{
     AgentState, AgentsResponse, BatchRequest, ENROLL_PATH, EnrollRequest, EnrollResponse,
-    ErrorCode, MAX_REQUEST_BYTES, Outcome, POLICY_PATH, Receipt, Watermark,
+    ErrorCode, KeyRotated, MAX_REQUEST_BYTES, Outcome, POLICY_PATH, Receipt, RotateKeyRequest,
+    Watermark,
 };
 use tongbu_shared::rules::Rule;
 use tongbu_shared::signed::{
@@ -68,6 +70,7 @@ pub fn app_with(hub: Hub, console: ConsoleConfig) -> Router {
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/agents/{agent}/batches", post(batches))
         .route("/api/v1/agents/{agent}/watermark", get(watermark))
+        .route("/api/v1/agents/{agent}/key", post(rotate_key))
         .route("/api/v1/records/{agent}/{seq}", get(record))
         .route(POLICY_PATH, get(policy))
         .route("/api/v1/ledger", get(ledger))
@@ -237,6 +240,20 @@ async fn watermark(
     let Path(agent) = agent.map_err(bad_path)?;
     let (agent, _) = signed_request(&hub, &agent, &method, &uri, &headers, body).await?;
     Ok(Json(hub.watermark(agent).await?))
+}
+
+async fn rotate_key(
+    State(hub): State<Hub>,
+    agent: Result<Path<String>, PathRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Signed<KeyRotated>>> {
+    let Path(agent) = agent.map_err(bad_path)?;
+    let (agent, body) = signed_request(&hub, &agent, &method, &uri, &headers, body).await?;
+    let req: RotateKeyRequest = parse_json(&body)?;
+    Ok(Json(hub.rotate_key(agent, req).await?))
 }
 
 async fn list_agents(

@@ -83,6 +83,13 @@ fn get_with_key(uri: &str, key: &str) -> Request<Body> {
         .unwrap()
 }
 
+/// A fresh nonce for every request (a repeated one is a replay).
+fn fresh_nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{:032x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 fn signed(
     key: &KeyPair,
     agent: &AgentId,
@@ -91,7 +98,19 @@ fn signed(
     body: Vec<u8>,
     timestamp: i64,
 ) -> Request<Body> {
-    let auth = RequestAuth::sign(key, agent, method, uri, timestamp, "a1b2".into(), &body);
+    signed_with_nonce(key, agent, method, uri, body, timestamp, &fresh_nonce())
+}
+
+fn signed_with_nonce(
+    key: &KeyPair,
+    agent: &AgentId,
+    method: &str,
+    uri: &str,
+    body: Vec<u8>,
+    timestamp: i64,
+    nonce: &str,
+) -> Request<Body> {
+    let auth = RequestAuth::sign(key, agent, method, uri, timestamp, nonce.into(), &body);
     let mut req = Request::builder().method(method).uri(uri);
     for (name, value) in auth.headers() {
         req = req.header(name, value);
@@ -334,6 +353,48 @@ async fn request_signatures_are_enforced() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&resp), "unknown_agent");
+}
+
+#[tokio::test]
+async fn a_replayed_request_is_refused() {
+    let t = test_hub().await;
+    let key = KeyPair::from_seed(&[14; 32]).unwrap();
+    let agent = enroll_agent(&t, &key).await;
+    let uri = tongbu_shared::protocol::watermark_path(&agent);
+    let now = NOW_MS / 1000;
+    let nonce = "0123456789abcdef0123456789abcdef";
+    let request = || signed_with_nonce(&key, &agent, "GET", &uri, Vec::new(), now, nonce);
+
+    let (status, body) = send(&t.hub, request()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The very same request again: refused, also a minute later.
+    t.clock.advance_ms(60_000);
+    let (status, body) = send(&t.hub, request()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&body), "replayed_request");
+    // The same request with another nonce is a new request.
+    let (status, body) = send(
+        &t.hub,
+        signed_with_nonce(&key, &agent, "GET", &uri, Vec::new(), now, &fresh_nonce()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Past the window the clock check refuses it before the replay memory is asked.
+    t.clock.advance_ms(300_000);
+    let (status, body) = send(&t.hub, request()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&body), "clock_skew");
+    // Nonces are 16-64 hex characters.
+    let now = t.clock.now_ms() / 1000;
+    for bad in ["a1b2", "zzzzzzzzzzzzzzzzzzzz"] {
+        let (status, body) = send(
+            &t.hub,
+            signed_with_nonce(&key, &agent, "GET", &uri, Vec::new(), now, bad),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert_eq!(error_code(&body), "bad_request_signature");
+    }
 }
 
 #[tokio::test]
@@ -937,4 +998,206 @@ async fn the_grace_period_task_runs_until_stopped() {
         .await
         .expect("the task stops when told")
         .unwrap();
+}
+
+fn rotation(
+    agent: &AgentId,
+    old: &KeyPair,
+    new: &KeyPair,
+    proof_by: &KeyPair,
+    last_old_seq: u64,
+) -> Vec<u8> {
+    let proof = proof_by.sign(
+        Domain::Rotate,
+        &tongbu_shared::signed::rotate_proof_bytes(
+            agent,
+            &old.public_key(),
+            &new.public_key(),
+            last_old_seq,
+        ),
+    );
+    serde_json::to_vec(&RotateKeyRequest {
+        new_public_key: new.public_key(),
+        last_old_seq,
+        proof,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rotated_key_takes_over_and_old_envelopes_still_verify() {
+    use tongbu_shared::protocol::key_path;
+    let t = test_hub().await;
+    let old = KeyPair::from_seed(&[40; 32]).unwrap();
+    let new = KeyPair::from_seed(&[41; 32]).unwrap();
+    let agent = enroll_agent(&t, &old).await;
+    let now = NOW_MS / 1000;
+    // Seqs 1-5 are signed by the old key; the hub holds 1-3 when the key changes.
+    let by_old = chain(&old, &agent, 1, Digest::GENESIS, 5);
+    let req = signed(
+        &old,
+        &agent,
+        "POST",
+        &batches_uri(&agent),
+        batch_body(&by_old[..3], 5),
+        now,
+    );
+    assert_eq!(send(&t.hub, req).await.0, StatusCode::OK);
+
+    let uri = key_path(&agent);
+    // Refused: a proof signed by the old key, or a rotation point below what the hub holds.
+    for (body, why) in [
+        (
+            rotation(&agent, &old, &new, &old, 5),
+            "proof by the old key",
+        ),
+        (rotation(&agent, &old, &new, &new, 2), "seq below acked"),
+        (rotation(&agent, &old, &old, &old, 5), "same key"),
+    ] {
+        let (status, resp) = send(&t.hub, signed(&old, &agent, "POST", &uri, body, now)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{why}: {resp}");
+        assert_eq!(error_code(&resp), "bad_key_rotation", "{why}");
+    }
+    // Asked with the new key itself: not the agent's key yet.
+    let body = rotation(&agent, &old, &new, &new, 5);
+    let (status, _) = send(
+        &t.hub,
+        signed(&new, &agent, "POST", &uri, body.clone(), now),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let confirmed: KeyRotated =
+        send_signed(&t.hub, signed(&old, &agent, "POST", &uri, body, now)).await;
+    assert_eq!(confirmed.public_key, new.public_key());
+    assert_eq!(confirmed.last_old_seq, 5);
+
+    // From now on the old key is refused, the new one accepted.
+    let wm_uri = tongbu_shared::protocol::watermark_path(&agent);
+    let (status, resp) = send(&t.hub, signed(&old, &agent, "GET", &wm_uri, vec![], now)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&resp), "bad_request_signature");
+    let wm: Watermark =
+        send_signed(&t.hub, signed(&new, &agent, "GET", &wm_uri, vec![], now)).await;
+    assert_eq!(wm.acked_seq, 3);
+
+    // Seqs 4-5 (old key) and 6 (new key) arrive together and all verify.
+    let by_new = chain(&new, &agent, 6, by_old[4].hash(), 1);
+    let mut rest = by_old[3..].to_vec();
+    rest.extend(by_new.iter().cloned());
+    let receipt: Receipt = send_signed(
+        &t.hub,
+        signed(
+            &new,
+            &agent,
+            "POST",
+            &batches_uri(&agent),
+            batch_body(&rest, 6),
+            now,
+        ),
+    )
+    .await;
+    assert_eq!(receipt.acked_seq, 6);
+    // A seq past the rotation point signed by the old key is refused.
+    let forged = chain(&old, &agent, 7, by_new[0].hash(), 1);
+    let (status, resp) = send(
+        &t.hub,
+        signed(
+            &new,
+            &agent,
+            "POST",
+            &batches_uri(&agent),
+            batch_body(&forged, 7),
+            now,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
+    assert_eq!(error_code(&resp), "bad_signature");
+
+    // The history and the audit log tell the story.
+    let id = agent.clone();
+    let retired = t.hub.db().read(move |r| r.retired_keys(&id)).await.unwrap();
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].public_key, old.public_key());
+    assert_eq!(
+        (retired[0].valid_from_seq, retired[0].valid_until_seq),
+        (1, 5)
+    );
+    let audit = t.hub.db().read(|r| r.audit_page(None, 10)).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.entry.action == "agent.key_rotated"
+                && a.entry.actor == format!("agent:{agent}")),
+        "{audit:?}"
+    );
+    // The retired key cannot enroll again.
+    let token = t.hub.issue_token(county(), 72).await.unwrap();
+    let token = token.token.expose().to_owned();
+    let req = EnrollRequest {
+        proof: old.sign(
+            Domain::Enroll,
+            &enroll_proof_bytes(&token, &old.public_key()),
+        ),
+        token,
+        public_key: old.public_key(),
+        agent_version: "0.1.0".into(),
+        hostname: None,
+    };
+    let (status, resp) = send(
+        &t.hub,
+        post_json(ENROLL_PATH, serde_json::to_vec(&req).unwrap()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&resp), "key_in_use");
+}
+
+#[tokio::test]
+async fn the_cli_revocation_is_audited_and_refuses_the_next_request() {
+    let t = test_hub().await;
+    let key = KeyPair::from_seed(&[42; 32]).unwrap();
+    let agent = enroll_agent(&t, &key).await;
+    // What `tongbu-hub agent revoke` does: its own connection and transaction.
+    let mut cli = crate::store::SqliteStore::open(t._dir.path()).unwrap();
+    assert!(matches!(
+        crate::admin::revoke_agent_in(&mut cli, NOW_MS, &agent, "  "),
+        Err(crate::admin::AdminError::NoReason)
+    ));
+    crate::admin::revoke_agent_in(&mut cli, NOW_MS, &agent, "laptop stolen").unwrap();
+    assert!(matches!(
+        crate::admin::revoke_agent_in(&mut cli, NOW_MS, &agent, "again"),
+        Err(crate::admin::AdminError::AlreadyRevoked(_))
+    ));
+    let wm_uri = tongbu_shared::protocol::watermark_path(&agent);
+    let (status, resp) = send(
+        &t.hub,
+        signed(&key, &agent, "GET", &wm_uri, vec![], NOW_MS / 1000),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&resp), "agent_revoked");
+    let audit = t.hub.db().read(|r| r.audit_page(None, 10)).await.unwrap();
+    let entry = audit
+        .iter()
+        .find(|a| a.entry.action == "agent.revoke")
+        .expect("audited");
+    assert_eq!(entry.entry.actor, "cli");
+    assert!(entry.entry.detail.contains("laptop stolen"));
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_write_answers_503_unavailable() {
+    use axum::response::IntoResponse as _;
+    for e in [
+        crate::store::StoreError::Unavailable("database or disk is full".into()),
+        crate::store::StoreError::Unavailable("attempt to write a readonly database".into()),
+    ] {
+        let resp = error::AppError::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(error_code(&body), "unavailable");
+    }
 }

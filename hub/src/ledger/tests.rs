@@ -206,8 +206,12 @@ impl Bench {
 
     /// Sends a batch through verification and `ingest::apply`, as the hub does.
     fn send(&mut self, a: usize, envelopes: Vec<Envelope>, cursor: u64, now: i64) -> Stored {
-        let verified =
-            ingest::verify(&self.keys[a].public_key(), &Bench::agent(a), envelopes).unwrap();
+        let verified = ingest::verify(
+            &self.keys[a].public_key().into(),
+            &Bench::agent(a),
+            envelopes,
+        )
+        .unwrap();
         let hb = Heartbeat {
             head_seq: self.chains[a].len() as u64,
             queue_depth: 0,

@@ -27,6 +27,15 @@ pub enum StoreError {
     /// A stored value does not have the shape the hub wrote: stop and investigate.
     #[error("the store holds an invalid value: {0}")]
     Corrupt(String),
+    /// The database file fails SQLite's integrity check (or is not a database at all): the
+    /// hub refuses to start on it.
+    #[error(
+        "the database {path} is damaged ({problem}); the hub will not serve from it: restore it from a backup, or move it aside to start empty"
+    )]
+    Damaged {
+        path: std::path::PathBuf,
+        problem: String,
+    },
     /// The database schema is from a newer hub, or a migration failed.
     #[error("database schema: {0}")]
     Schema(String),
@@ -117,6 +126,17 @@ pub struct AgentRecord {
     pub last_error: Option<String>,
     pub last_seen_ms: Option<i64>,
     pub hostname: Option<String>,
+}
+
+/// A key an agent used before it rotated to a newer one: it signed the envelopes
+/// `valid_from_seq..=valid_until_seq` (none when `valid_until_seq < valid_from_seq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredKey {
+    pub public_key: PublicKey,
+    pub valid_from_seq: u64,
+    pub valid_until_seq: u64,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
 }
 
 /// A new agent as enrollment creates it: active, with an empty chain.
@@ -436,7 +456,10 @@ pub trait Reads {
     fn enroll_token(&self, token_hash: &Digest) -> Result<Option<EnrollToken>, StoreError>;
     fn api_key(&self, key_hash: &Digest) -> Result<Option<ApiKey>, StoreError>;
     fn agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError>;
+    /// The agent that uses or used `key` (current or retired).
     fn agent_by_key(&self, key: &PublicKey) -> Result<Option<AgentId>, StoreError>;
+    /// The keys the agent retired, oldest first (see `agent_keys`).
+    fn retired_keys(&self, agent: &AgentId) -> Result<Vec<RetiredKey>, StoreError>;
     /// Every agent, ordered by county, then agent id.
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// How many agents are in each state (states with none are left out).
@@ -546,6 +569,14 @@ pub trait Writes: Reads {
     fn insert_api_key(&mut self, key_hash: &Digest, key: &ApiKey) -> Result<(), StoreError>;
     fn insert_agent(&mut self, agent: &NewAgent) -> Result<(), StoreError>;
     fn set_agent_state(&mut self, agent: &AgentId, state: AgentState) -> Result<(), StoreError>;
+    /// Moves the agent's current key (`retired.public_key`) to the key history and makes
+    /// `new_key` current.
+    fn rotate_agent_key(
+        &mut self,
+        agent: &AgentId,
+        retired: &RetiredKey,
+        new_key: &PublicKey,
+    ) -> Result<(), StoreError>;
     /// Appends envelopes to the log (they must not exist yet).
     fn insert_envelopes(
         &mut self,

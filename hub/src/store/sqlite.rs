@@ -3,6 +3,9 @@
 //! Migrations are compiled in and applied in order inside one `BEGIN IMMEDIATE` transaction,
 //! tracked by `PRAGMA user_version`; a database from a newer hub is refused, not touched.
 //! This module and its migrations are the only place that knows SQL.
+//! [`SqliteStore::check_integrity`] runs SQLite's `quick_check`/`integrity_check`; a damaged
+//! file (or one that is not a database) is [`StoreError::Damaged`] naming the file. SQLite's
+//! full-disk, read-only and I/O errors are [`StoreError::Unavailable`] (retry later).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,8 +26,8 @@ use super::{
     AgentRecord, Alert, AlertKind, ApiKey, AuditEntry, AuditRow, ConsoleSession, ConsoleUser,
     ConsoleViolation, ConsoleViolationFilter, County, EnrollToken, Equivocation, HeartbeatUpdate,
     HeldEntry, HeldRecord, IndexedRecord, NewAgent, NewEnvelope, NewViolation, OutcomeUpdate,
-    Reads, Role, Store, StoreError, StoredEnvelope, StoredPolicy, StoredVerdict, Unjudged, Verdict,
-    ViolationFilter, ViolationReview, ViolationRow, Writes,
+    Reads, RetiredKey, Role, Store, StoreError, StoredEnvelope, StoredPolicy, StoredVerdict,
+    Unjudged, Verdict, ViolationFilter, ViolationReview, ViolationRow, Writes,
 };
 
 pub const DB_FILE: &str = "hub.db";
@@ -36,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_console.sql"),
     include_str!("../../migrations/0004_console_indexes.sql"),
     include_str!("../../migrations/0005_append_only_audit.sql"),
+    include_str!("../../migrations/0006_agent_keys.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,7 +62,12 @@ impl SqliteStore {
     /// brings its schema up to date. Creates `data_dir` if it is missing.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         create_data_dir(data_dir)?;
-        let conn = Connection::open(data_dir.join(DB_FILE)).map_err(from_sqlite)?;
+        let path = data_dir.join(DB_FILE);
+        SqliteStore::open_file(&path).map_err(|e| damaged_at(&path, e))
+    }
+
+    fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(from_sqlite)?;
         configure(&conn)?;
         let journal: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -71,6 +80,30 @@ impl SqliteStore {
         let mut store = SqliteStore { conn };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Runs `PRAGMA quick_check` (or the slower, thorough `integrity_check`): a database file
+    /// that is truncated, overwritten or otherwise damaged is reported as
+    /// [`StoreError::Damaged`] naming the file, never served from.
+    pub fn check_integrity(&self, thorough: bool) -> Result<(), StoreError> {
+        let pragma = if thorough {
+            "PRAGMA integrity_check(20)"
+        } else {
+            "PRAGMA quick_check(20)"
+        };
+        let path = self.conn.path().map(PathBuf::from).unwrap_or_default();
+        let found: Result<Vec<String>, rusqlite::Error> = self
+            .conn
+            .prepare(pragma)
+            .and_then(|mut st| st.query_map([], |r| r.get::<_, String>(0))?.collect());
+        match found {
+            Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(()),
+            Ok(rows) => Err(StoreError::Damaged {
+                path,
+                problem: rows.join("; "),
+            }),
+            Err(e) => Err(damaged_at(&path, from_sqlite(e))),
+        }
     }
 
     /// Opens a query-only connection to an existing, up-to-date database in `data_dir`.
@@ -114,6 +147,17 @@ impl SqliteStore {
                 .map_err(from_sqlite)?;
         }
         tx.commit().map_err(from_sqlite)
+    }
+}
+
+/// A corrupt-database error, as the damage of the file at `path`.
+fn damaged_at(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Corrupt(problem) => StoreError::Damaged {
+            path: path.to_owned(),
+            problem,
+        },
+        other => other,
     }
 }
 
@@ -514,13 +558,51 @@ impl Reads for Sql<'_> {
     fn agent_by_key(&self, key: &PublicKey) -> Result<Option<AgentId>, StoreError> {
         let id = self
             .0
-            .prepare_cached("SELECT agent_id FROM agents WHERE public_key = ?1")
+            .prepare_cached(
+                "SELECT agent_id FROM agents WHERE public_key = ?1 \
+                 UNION ALL SELECT agent_id FROM agent_keys WHERE public_key = ?1 LIMIT 1",
+            )
             .and_then(|mut st| {
                 st.query_row([&key.0[..]], |row| row.get::<_, String>(0))
                     .optional()
             })
             .map_err(from_sqlite)?;
         id.as_deref().map(agent_id).transpose()
+    }
+
+    fn retired_keys(&self, agent: &AgentId) -> Result<Vec<RetiredKey>, StoreError> {
+        let rows = self
+            .0
+            .prepare_cached(
+                "SELECT public_key, valid_from_seq, valid_until_seq, valid_from_ms, \
+                 valid_until_ms FROM agent_keys WHERE agent_id = ?1 ORDER BY id",
+            )
+            .and_then(|mut st| {
+                st.query_map([agent.as_str()], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(from_sqlite)?;
+        rows.into_iter()
+            .map(|(key, from, until, from_ms, until_ms)| {
+                let key = <[u8; 32]>::try_from(key.as_slice())
+                    .map_err(|_| StoreError::Corrupt("agent_keys.public_key".into()))?;
+                Ok(RetiredKey {
+                    public_key: PublicKey(key),
+                    valid_from_seq: to_u64(from, "agent_keys.valid_from_seq")?,
+                    valid_until_seq: to_u64(until, "agent_keys.valid_until_seq")?,
+                    valid_from_ms: from_ms,
+                    valid_until_ms: until_ms,
+                })
+            })
+            .collect()
     }
 
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
@@ -1171,6 +1253,46 @@ impl Writes for Sql<'_> {
             .map_err(from_sqlite)
     }
 
+    fn rotate_agent_key(
+        &mut self,
+        agent: &AgentId,
+        retired: &RetiredKey,
+        new_key: &PublicKey,
+    ) -> Result<(), StoreError> {
+        let from = to_i64(retired.valid_from_seq, "valid_from_seq")?;
+        let until = to_i64(retired.valid_until_seq, "valid_until_seq")?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO agent_keys (agent_id, public_key, valid_from_seq, valid_until_seq, \
+                 valid_from_ms, valid_until_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    agent.as_str(),
+                    &retired.public_key.0[..],
+                    from,
+                    until,
+                    retired.valid_from_ms,
+                    retired.valid_until_ms,
+                ])
+            })
+            .map_err(from_sqlite)?;
+        let n = self
+            .0
+            .prepare_cached(
+                "UPDATE agents SET public_key = ?2 WHERE agent_id = ?1 AND public_key = ?3",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    agent.as_str(),
+                    &new_key.0[..],
+                    &retired.public_key.0[..]
+                ])
+            })
+            .map_err(from_sqlite)?;
+        one_row(n, || format!("agent {agent} with the retired key"))
+    }
+
     fn set_agent_state(&mut self, agent: &AgentId, state: AgentState) -> Result<(), StoreError> {
         self.0
             .prepare_cached("UPDATE agents SET state = ?2 WHERE agent_id = ?1")
@@ -1649,6 +1771,7 @@ mod tests {
             "sessions",
             "violation_reviews",
             "record_index",
+            "agent_keys",
         ] {
             let n: i64 = store
                 .conn
@@ -1676,6 +1799,135 @@ mod tests {
         drop(store);
         let err = SqliteStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Schema(_)), "{err}");
+    }
+
+    /// A hub database with a few hundred kilobytes of audit entries, closed (WAL folded in).
+    fn filled_db() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        write(&mut store, |w| {
+            for i in 0..2000 {
+                w.insert_audit(&AuditEntry {
+                    at_ms: i,
+                    actor: "cli".into(),
+                    action: "test.fill".into(),
+                    detail: format!("entry {i} {}", "x".repeat(100)),
+                })?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        drop(store);
+        dir
+    }
+
+    fn damage(path: &Path, how: &str) {
+        use std::io::{Seek as _, SeekFrom, Write as _};
+        let len = std::fs::metadata(path).unwrap().len();
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        match how {
+            "truncate" => f.set_len(len / 2).unwrap(),
+            _ => {
+                // Flip every byte of a stretch in the middle of the file.
+                let at = len / 2 - 2048;
+                let mut bytes = vec![0u8; 8192];
+                {
+                    use std::io::Read as _;
+                    let mut r = std::fs::File::open(path).unwrap();
+                    r.seek(SeekFrom::Start(at)).unwrap();
+                    r.read_exact(&mut bytes).unwrap();
+                }
+                for b in &mut bytes {
+                    *b = !*b;
+                }
+                f.seek(SeekFrom::Start(at)).unwrap();
+                f.write_all(&bytes).unwrap();
+            }
+        }
+        f.sync_all().unwrap();
+    }
+
+    #[test]
+    fn a_damaged_database_is_refused_naming_the_file() {
+        for how in ["truncate", "flip"] {
+            let dir = filled_db();
+            let path = dir.path().join(DB_FILE);
+            SqliteStore::open(dir.path())
+                .unwrap()
+                .check_integrity(true)
+                .unwrap();
+            damage(&path, how);
+            let err = SqliteStore::open(dir.path())
+                .and_then(|s| s.check_integrity(false))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Damaged { .. }), "{how}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&path.display().to_string()) && text.contains("damaged"),
+                "{how}: {text}"
+            );
+            // The hub itself refuses to start on it.
+            let clock = std::sync::Arc::new(crate::clock::ManualClock::new(0));
+            let err = crate::Hub::open(dir.path(), clock).unwrap_err();
+            assert!(err.to_string().contains("damaged"), "{how}: {err}");
+        }
+    }
+
+    fn audit_count(store: &mut SqliteStore) -> usize {
+        read(store, |r| r.audit_page(None, 10_000)).unwrap().len()
+    }
+
+    fn fill(w: &mut dyn Writes, n: i64) -> Result<(), StoreError> {
+        for i in 0..n {
+            w.insert_audit(&AuditEntry {
+                at_ms: i,
+                actor: "cli".into(),
+                action: "test.fill".into(),
+                detail: "y".repeat(200),
+            })?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_disk_is_unavailable_keeps_nothing_and_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let before = audit_count(&mut store);
+        let pages: i64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap();
+        let err = write(&mut store, |w| fill(w, 500)).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert!(err.is_transient());
+        assert_eq!(audit_count(&mut store), before);
+        // Space returns: the same connection writes again.
+        store
+            .conn
+            .query_row("PRAGMA max_page_count = 1073741823", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap();
+        write(&mut store, |w| fill(w, 500)).unwrap();
+        assert_eq!(audit_count(&mut store), before + 500);
+    }
+
+    #[test]
+    fn a_read_only_database_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.conn.pragma_update(None, "query_only", true).unwrap();
+        let err = write(&mut store, |w| fill(w, 1)).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        store.conn.pragma_update(None, "query_only", false).unwrap();
+        write(&mut store, |w| fill(w, 1)).unwrap();
     }
 
     #[test]
