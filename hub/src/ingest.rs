@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use tongbu_shared::crypto::Digest;
-use tongbu_shared::envelope::Envelope;
+use tongbu_shared::envelope::{Envelope, MAX_BODY_BYTES};
 use tongbu_shared::ids::AgentId;
 use tongbu_shared::protocol::{AgentState, Heartbeat, MAX_BATCH_ENVELOPES, Outcome, RecordOutcome};
 use tongbu_shared::record::Record;
@@ -51,6 +51,8 @@ pub enum IngestError {
     SeqOutOfRange { seq: u64 },
     #[error("the envelopes are not consecutive: seq {found} follows seq {after}")]
     NotConsecutive { after: u64, found: u64 },
+    #[error("seq {seq}: the record is {len} bytes, more than the limit of {MAX_BODY_BYTES}")]
+    BodyTooLarge { seq: u64, len: usize },
     #[error("seq {seq}: the envelope's signature does not verify with the agent's key")]
     BadSignature { seq: u64 },
     #[error(
@@ -140,6 +142,12 @@ pub fn check_shape(agent: &AgentId, envelopes: &[Envelope]) -> Result<(), Ingest
         }
         if e.seq == 0 || i64::try_from(e.seq).is_err() {
             return Err(IngestError::SeqOutOfRange { seq: e.seq });
+        }
+        if e.body.len() > MAX_BODY_BYTES {
+            return Err(IngestError::BodyTooLarge {
+                seq: e.seq,
+                len: e.body.len(),
+            });
         }
         if let Some(after) = after
             && after.checked_add(1) != Some(e.seq)
@@ -910,6 +918,19 @@ mod tests {
         let err = f.send(chain(&other, 1)).unwrap_err();
         assert!(matches!(err, IngestError::BadSignature { seq: 1 }));
         assert_eq!(f.agent().acked_seq, 0);
+    }
+
+    #[test]
+    fn an_oversized_record_is_named_as_such_not_as_a_bad_signature() {
+        let mut f = Fixture::new();
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_BODY_BYTES));
+        let e = Envelope::sign(&key(), agent_id(), 1, Digest::GENESIS, big.into_bytes());
+        let err = f.send(vec![e]).unwrap_err();
+        assert!(
+            matches!(err, IngestError::BodyTooLarge { seq: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(f.stored_seqs(), Vec::<u64>::new());
     }
 
     #[test]

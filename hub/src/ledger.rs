@@ -302,7 +302,7 @@ impl LedgerStore for TxLedger<'_> {
                 self.w.insert_violation(&NewViolation {
                     agent: d.agent.clone(),
                     seq: d.seq,
-                    county: d.entity.county.clone(),
+                    county: d.county.clone(),
                     fiscal_year: Some(d.slot.year),
                     kind: d.entity.kind.as_str().to_owned(),
                     entity_id: d.entity.id.to_string(),

@@ -145,6 +145,9 @@ impl From<IngestError> for AppError {
             IngestError::NotConsecutive { found, .. } => {
                 AppError::new(ErrorCode::NotConsecutive, msg).with_seq(found)
             }
+            IngestError::BodyTooLarge { seq, .. } => {
+                AppError::new(ErrorCode::BodyTooLarge, msg).with_seq(seq)
+            }
             IngestError::BadSignature { seq } => {
                 AppError::new(ErrorCode::BadSignature, msg).with_seq(seq)
             }

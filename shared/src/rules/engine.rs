@@ -14,6 +14,7 @@ use super::checks::{self, Predecessor};
 use super::{
     Entity, EntityKey, Facts, Finding, Pending, RevSeen, Rule, Slot, TotalsDelta, outcome_of,
 };
+use crate::date::Date;
 use crate::ids::CountyCode;
 use crate::money::Fen;
 use crate::policy::Policy;
@@ -49,6 +50,9 @@ pub trait LedgerStore {
 /// The ledger's decision about one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// The county the decision counts under: the record's, or for a record naming another
+    /// county (`COUNTY_MISMATCH`) the sending agent's.
+    pub county: crate::ids::CountyCode,
     pub agent: crate::ids::AgentId,
     pub seq: u64,
     pub entity: EntityKey,
@@ -108,6 +112,9 @@ pub struct Verdict {
     pub facts: Option<Facts>,
     /// Set for an identical resend: the earlier copy's acceptance.
     pub duplicate_of: Option<bool>,
+    /// The record names another county than its agent's: it is judged and counted apart from
+    /// that county's entities, which it must never touch.
+    pub foreign: bool,
 }
 
 /// Judges one record. Reads only.
@@ -119,6 +126,30 @@ pub fn evaluate<S: LedgerStore>(
     let r = &p.record;
     let h = &r.header;
     let key = EntityKey::of(r);
+    // A record for another county than its agent's is refused before anything about that
+    // county is consulted: it must neither read as a resend of that county's records nor move
+    // its revisions, held set or totals.
+    if let Some(mismatch) = checks::county_mismatch(&h.county, &p.agent_county()) {
+        let mut findings = vec![mismatch];
+        let catalogue = r.catalogue_code();
+        if let Some(code) = catalogue {
+            findings.extend(checks::not_in_catalogue(code, policy));
+            findings.extend(checks::negative_list(code, policy));
+        }
+        if let Some(Body::Contract(c)) = &r.body {
+            findings.extend(checks::invalid_supplier_code(&c.supplier_uscc));
+        }
+        let year = record_date(r).map_or(0, Date::year);
+        return Ok(Verdict {
+            outcome: Outcome::Rejected,
+            findings,
+            slot: Slot::new(year, catalogue),
+            waits_on: None,
+            facts: None,
+            duplicate_of: None,
+            foreign: true,
+        });
+    }
     let own = store.entity(&key)?;
     if let Some(seen) = own.as_ref().and_then(|e| {
         e.revs
@@ -141,11 +172,11 @@ pub fn evaluate<S: LedgerStore>(
             waits_on: None,
             facts: None,
             duplicate_of: Some(seen.accepted),
+            foreign: false,
         });
     }
 
     let mut findings: Vec<Finding> = Vec::new();
-    findings.extend(checks::county_mismatch(&h.county, &p.agent_county()));
     findings.extend(checks::stale_revision(h.rev, own.as_ref()));
     let current = own.as_ref().and_then(|e| e.current.as_ref());
     let committed = own.as_ref().map_or(Fen::ZERO, |e| e.committed);
@@ -376,7 +407,19 @@ pub fn evaluate<S: LedgerStore>(
         waits_on,
         facts,
         duplicate_of: None,
+        foreign: false,
     })
+}
+
+/// The date a record carries for its own kind (approval, signing, payment, evaluation).
+fn record_date(r: &crate::record::Record) -> Option<Date> {
+    match &r.body {
+        Some(Body::BudgetLine(b)) => b.approved_on,
+        Some(Body::Contract(c)) => Some(c.signed_on),
+        Some(Body::Payment(p)) => Some(p.paid_on),
+        Some(Body::Evaluation(e)) => Some(e.evaluated_on),
+        None => None,
+    }
 }
 
 /// The contract a payment or evaluation belongs to, when it stands. When it has not arrived the
@@ -462,6 +505,7 @@ pub fn expire<S: LedgerStore>(
         )?;
         mark_rejected(store, &key, &p)?;
         let d = Decision {
+            county: key.county.clone(),
             agent: p.agent.clone(),
             seq: p.seq,
             entity: key.clone(),
@@ -504,7 +548,13 @@ fn process<S: LedgerStore>(
         let policy = store.policy(p.policy_version)?;
         let v = evaluate(store, &policy, &p)?;
         let key = EntityKey::of(&p.record);
+        let county = if v.foreign {
+            p.agent_county()
+        } else {
+            key.county.clone()
+        };
         let decision = Decision {
+            county: county.clone(),
             agent: p.agent.clone(),
             seq: p.seq,
             entity: key.clone(),
@@ -558,8 +608,9 @@ fn process<S: LedgerStore>(
                     ..TotalsDelta::default()
                 },
             };
-            store.add_totals(&key.county, &v.slot, &counts)?;
+            store.add_totals(&county, &v.slot, &counts)?;
             match (v.outcome, v.facts) {
+                _ if v.foreign => {}
                 (Outcome::Accepted, Some(facts)) => accept(store, &key, &p, facts)?,
                 (Outcome::Accepted, None) => {
                     return Err(EngineError::Invariant(format!(
@@ -571,7 +622,7 @@ fn process<S: LedgerStore>(
         }
         store.decide(&decision)?;
         decisions.push(decision);
-        if v.duplicate_of.is_none() {
+        if v.duplicate_of.is_none() && !v.foreign {
             queue.extend(store.release(&key)?);
         }
     }

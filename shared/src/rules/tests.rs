@@ -300,6 +300,39 @@ fn county_and_catalogue_rules() {
 }
 
 #[test]
+fn another_countys_agent_can_neither_block_nor_count_in_this_county() {
+    let mut w = World::new();
+    let rogue = "431281-0000000e";
+    // A high revision of this county's budget line, sent by another county's agent.
+    assert_eq!(
+        w.outcome(rogue, &bl("BL-1", 9, 1000, "approved", "")),
+        rejected(&["COUNTY_MISMATCH"])
+    );
+    // The county's own revisions are not stale because of it, and nothing counts here.
+    assert_eq!(
+        w.outcome(BUDGET_OFFICE, &bl("BL-1", 1, 1000, "approved", "")),
+        accepted()
+    );
+    // An exact copy of the county's record from the other county is not a resend of it.
+    let d = w
+        .send(rogue, &bl("BL-1", 1, 1000, "approved", ""))
+        .remove(0);
+    assert!(!d.duplicate);
+    assert_eq!(d.codes(), vec!["COUNTY_MISMATCH".to_owned()]);
+    assert_eq!(
+        d.county.as_str(),
+        "431281",
+        "counted under the sender's county"
+    );
+    let t = w.totals();
+    assert_eq!((t.budget_approved, t.accepted, t.rejected), (1000, 1, 0));
+    let sender = w
+        .ledger
+        .year_totals(&CountyCode::parse("431281").unwrap(), 2024);
+    assert_eq!(sender.rejected, 2);
+}
+
+#[test]
 fn revisions_resends_and_cancellations() {
     let mut w = World::new();
     let line = bl("BL-1", 1, 1000, "approved", "");
