@@ -14,9 +14,11 @@
 //! | `GET /api/v1/records/{agent}/{seq}` | bearer API key | the stored envelope and verdict |
 //! | `GET /api/v1/ledger?county=C&year=Y` | bearer API key | a county's totals for a year |
 //! | `GET /api/v1/violations?county=C[&year=Y][&rule=R][&limit=N]` | bearer API key | violations |
+//! | `GET /api/v1/openapi.json` | none | the OpenAPI 3.1 document of these routes ([`openapi`]) |
 //! | `GET /healthz`, `GET /metrics` | none | status, Prometheus text |
 
 pub mod error;
+pub mod openapi;
 
 use std::future::Future;
 
@@ -25,9 +27,10 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,22 +67,76 @@ pub fn app(hub: Hub) -> Router {
 
 /// The hub's routes, the console under `/console` with `console`'s settings.
 pub fn app_with(hub: Hub, console: ConsoleConfig) -> Router {
-    Router::new()
-        .merge(crate::console::router(Console::new(hub.clone(), console)))
-        .route(ENROLL_PATH, post(enroll))
-        .route("/api/v1/agents", get(list_agents))
-        .route("/api/v1/agents/{agent}/batches", post(batches))
-        .route("/api/v1/agents/{agent}/watermark", get(watermark))
-        .route("/api/v1/agents/{agent}/key", post(rotate_key))
-        .route("/api/v1/records/{agent}/{seq}", get(record))
-        .route(POLICY_PATH, get(policy))
-        .route("/api/v1/ledger", get(ledger))
-        .route("/api/v1/violations", get(violations))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let mut router =
+        Router::new().merge(crate::console::router(Console::new(hub.clone(), console)));
+    for route in api_routes() {
+        router = router.route(route.path, route.handler);
+    }
+    router
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(hub)
+}
+
+/// The method of an API route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+}
+
+impl Verb {
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by the OpenAPI tests"))]
+    pub(crate) fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+        }
+    }
+}
+
+/// One route of the API (everything but the console).
+pub(crate) struct ApiRoute {
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by the OpenAPI tests"))]
+    pub(crate) verb: Verb,
+    pub(crate) path: &'static str,
+    handler: MethodRouter<Hub>,
+}
+
+fn api_route<H, T>(verb: Verb, path: &'static str, handler: H) -> ApiRoute
+where
+    H: Handler<T, Hub>,
+    T: 'static,
+{
+    let handler = match verb {
+        Verb::Get => get(handler),
+        Verb::Post => post(handler),
+    };
+    ApiRoute {
+        verb,
+        path,
+        handler,
+    }
+}
+
+/// Every API route: [`app_with`] registers exactly these (besides the console), and the
+/// OpenAPI document (`hub/openapi.json`) is tested against this list.
+pub(crate) fn api_routes() -> Vec<ApiRoute> {
+    use Verb::{Get, Post};
+    vec![
+        api_route(Post, ENROLL_PATH, enroll),
+        api_route(Get, "/api/v1/agents", list_agents),
+        api_route(Post, "/api/v1/agents/{agent}/batches", batches),
+        api_route(Get, "/api/v1/agents/{agent}/watermark", watermark),
+        api_route(Post, "/api/v1/agents/{agent}/key", rotate_key),
+        api_route(Get, "/api/v1/records/{agent}/{seq}", record),
+        api_route(Get, POLICY_PATH, policy),
+        api_route(Get, "/api/v1/ledger", ledger),
+        api_route(Get, "/api/v1/violations", violations),
+        api_route(Get, openapi::OPENAPI_PATH, openapi::openapi),
+        api_route(Get, "/healthz", healthz),
+        api_route(Get, "/metrics", metrics),
+    ]
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets requests in flight
