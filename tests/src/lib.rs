@@ -609,6 +609,25 @@ pub fn records_with_anomalies(county: &str, seed: u64, n: usize) -> String {
         .batch(n)
 }
 
+/// Asserts the hub holds exactly the agent's chain: the same seqs, hashes and body bytes, no
+/// gap, nothing twice.
+pub fn assert_same_chain(hub: &Hub, agent: &Agent) {
+    let local = agent.stored().expect("agent outbox");
+    let remote = hub.stored(&agent.agent_id).expect("hub envelopes");
+    assert_eq!(
+        local.len(),
+        remote.len(),
+        "agent {} holds {} records, hub {}",
+        agent.agent_id,
+        local.len(),
+        remote.len()
+    );
+    for (i, (l, r)) in local.iter().zip(&remote).enumerate() {
+        assert_eq!(l.0, i as u64 + 1, "agent seq gap");
+        assert_eq!(l, r, "seq {} differs between agent and hub", l.0);
+    }
+}
+
 /// A hand-driven agent that speaks the wire protocol directly, for tests that must do what a
 /// well-behaved agent never does: resend, forge, equivocate.
 pub struct RawAgent {

@@ -3,25 +3,7 @@
 
 use std::collections::HashMap;
 
-use tongbu_tests::{Agent, Hub, records, wait_for};
-
-/// Asserts the hub holds exactly the agent's chain: the same seqs, hashes and body bytes.
-fn assert_same_chain(hub: &Hub, agent: &Agent) {
-    let local = agent.stored().unwrap();
-    let remote = hub.stored(&agent.agent_id).unwrap();
-    assert_eq!(
-        local.len(),
-        remote.len(),
-        "agent {} holds {} records, hub {}",
-        agent.agent_id,
-        local.len(),
-        remote.len()
-    );
-    for (i, (l, r)) in local.iter().zip(&remote).enumerate() {
-        assert_eq!(l.0, i as u64 + 1, "agent seq gap");
-        assert_eq!(l, r, "seq {} differs between agent and hub", l.0);
-    }
-}
+use tongbu_tests::{Agent, Hub, assert_same_chain, records, wait_for};
 
 #[test]
 fn three_counties_a_thousand_records_each_arrive_exactly_once() {

@@ -15,25 +15,8 @@ mod network;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+pub use tongbu_tests::assert_same_chain;
 use tongbu_tests::{Agent, Hub, wait_for};
-
-/// Asserts the hub holds exactly the agent's chain: the same seqs, hashes and body bytes.
-pub fn assert_same_chain(hub: &Hub, agent: &Agent) {
-    let local = agent.stored().unwrap();
-    let remote = hub.stored(&agent.agent_id).unwrap();
-    assert_eq!(
-        local.len(),
-        remote.len(),
-        "agent {} holds {} records, hub {}",
-        agent.agent_id,
-        local.len(),
-        remote.len()
-    );
-    for (i, (l, r)) in local.iter().zip(&remote).enumerate() {
-        assert_eq!(l.0, i as u64 + 1, "agent seq gap");
-        assert_eq!(l, r, "seq {} differs between agent and hub", l.0);
-    }
-}
 
 /// Waits until the agent holds `head` records, all acknowledged, with no error in its status.
 pub fn wait_clean(agent: &Agent, head: u64) -> Value {
