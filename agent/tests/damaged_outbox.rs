@@ -9,13 +9,11 @@ mod common;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 
-use common::{agent_id, hub_key};
+use common::{agent_id, append_payments, enrollment};
 use tongbu_agent::data_dir::DataDir;
 use tongbu_agent::keyfile;
-use tongbu_agent::outbox::{Enrollment, NewRecord, Outbox, OutboxError};
+use tongbu_agent::outbox::{Outbox, OutboxError};
 use tongbu_agent::verify;
-use tongbu_shared::ids::{Code, CountyCode};
-use tongbu_shared::record::Kind;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tongbu-agent");
 
@@ -25,34 +23,9 @@ fn filled(root: &Path) -> DataDir {
     let key = keyfile::load_or_create(&dir.key_path(), &ring::rand::SystemRandom::new()).unwrap();
     let mut outbox = Outbox::open(&dir.outbox_path()).unwrap();
     outbox
-        .save_enrollment(&Enrollment {
-            agent_id: agent_id(),
-            county: CountyCode::parse("430112").unwrap(),
-            county_name: "望城区".into(),
-            hub_url: "http://127.0.0.1:9".into(),
-            hub_public_key: hub_key().public_key(),
-            enrolled_at: "2026-11-27T06:48:33Z".into(),
-        })
+        .save_enrollment(&enrollment("http://127.0.0.1:9"))
         .unwrap();
-    let id = Code::parse("P-1").unwrap();
-    let bodies: Vec<Vec<u8>> = (1..=600)
-        .map(|n| {
-            format!(
-                r#"{{"kind":"payment","id":"P-{n}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{n}"}}"#
-            )
-            .into_bytes()
-        })
-        .collect();
-    let records: Vec<NewRecord<'_>> = bodies
-        .iter()
-        .map(|b| NewRecord {
-            body: b,
-            kind: Kind::Payment,
-            id: &id,
-            rev: 1,
-        })
-        .collect();
-    outbox.append(&key, &agent_id(), &records, 0).unwrap();
+    append_payments(&mut outbox, &key, 1, 600);
     drop(outbox);
     dir
 }

@@ -10,11 +10,10 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{agent_id, hub_key};
+use common::enrollment;
 use tongbu_agent::data_dir::DataDir;
 use tongbu_agent::keyfile;
-use tongbu_agent::outbox::{Enrollment, Outbox};
-use tongbu_shared::ids::CountyCode;
+use tongbu_agent::outbox::Outbox;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tongbu-agent");
 
@@ -52,14 +51,7 @@ fn a_read_only_data_dir_refuses_with_exit_3_and_recovers() {
     keyfile::load_or_create(&dir.key_path(), &ring::rand::SystemRandom::new()).unwrap();
     let mut outbox = Outbox::open(&dir.outbox_path()).unwrap();
     outbox
-        .save_enrollment(&Enrollment {
-            agent_id: agent_id(),
-            county: CountyCode::parse("430112").unwrap(),
-            county_name: "望城区".into(),
-            hub_url: "http://127.0.0.1:9".into(),
-            hub_public_key: hub_key().public_key(),
-            enrolled_at: "2026-11-27T06:48:33Z".into(),
-        })
+        .save_enrollment(&enrollment("http://127.0.0.1:9"))
         .unwrap();
     drop(outbox);
     let out = submit(dir.root(), 1);

@@ -9,16 +9,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{FakeHub, RotateMode, agent_id, hub_key};
+use common::{FakeHub, RotateMode, agent_id, append_payments, enrollment};
 use tongbu_agent::clock::SystemClock;
 use tongbu_agent::data_dir::DataDir;
 use tongbu_agent::keyfile;
-use tongbu_agent::outbox::{Enrollment, NewRecord, Outbox, SharedOutbox};
+use tongbu_agent::outbox::{Enrollment, Outbox, SharedOutbox};
 use tongbu_agent::rotate::{self, Recovered, RotateError};
 use tongbu_agent::sync::Syncer;
 use tongbu_shared::KeyPair;
-use tongbu_shared::ids::{Code, CountyCode};
-use tongbu_shared::record::Kind;
 
 struct Agent {
     hub: FakeHub,
@@ -28,44 +26,15 @@ struct Agent {
     _tmp: tempfile::TempDir,
 }
 
-fn payment(n: u64) -> Vec<u8> {
-    format!(
-        r#"{{"kind":"payment","id":"P-{n}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{n}"}}"#
-    )
-    .into_bytes()
-}
-
-fn append(outbox: &mut Outbox, key: &KeyPair, from: u64, to: u64) {
-    let id = Code::parse("P-1").unwrap();
-    let bodies: Vec<Vec<u8>> = (from..=to).map(payment).collect();
-    let records: Vec<NewRecord<'_>> = bodies
-        .iter()
-        .map(|b| NewRecord {
-            body: b,
-            kind: Kind::Payment,
-            id: &id,
-            rev: 1,
-        })
-        .collect();
-    outbox.append(key, &agent_id(), &records, 0).unwrap();
-}
-
 async fn agent(records: u64) -> Agent {
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::open(&tmp.path().join("data")).unwrap();
     let key = keyfile::load_or_create(&dir.key_path(), &ring::rand::SystemRandom::new()).unwrap();
     let hub = FakeHub::start(Some(key.public_key()), &[]).await;
     let mut outbox = Outbox::open(&dir.outbox_path()).unwrap();
-    let enrollment = Enrollment {
-        agent_id: agent_id(),
-        county: CountyCode::parse("430112").unwrap(),
-        county_name: "望城区".into(),
-        hub_url: hub.url.clone(),
-        hub_public_key: hub_key().public_key(),
-        enrolled_at: "2026-11-27T06:48:33Z".into(),
-    };
+    let enrollment = enrollment(&hub.url);
     outbox.save_enrollment(&enrollment).unwrap();
-    append(&mut outbox, &key, 1, records);
+    append_payments(&mut outbox, &key, 1, records);
     Agent {
         hub,
         dir,
@@ -132,7 +101,7 @@ async fn a_confirmed_rotation_switches_keys_and_old_envelopes_still_verify() {
     a.no_leftovers();
 
     // Seqs 1-3 (old key) and 4-5 (new key) all reach the hub and verify locally.
-    append(&mut a.outbox, &new, 4, 5);
+    append_payments(&mut a.outbox, &new, 4, 5);
     a.sync().await;
     assert_eq!(a.hub.chain().len(), 5);
     let ring = a.outbox.key_ring(new.public_key()).unwrap();

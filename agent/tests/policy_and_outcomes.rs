@@ -7,84 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{FakeHub, PolicyMode, agent_id, bundle, hub_key};
-use tongbu_agent::clock::SystemClock;
-use tongbu_agent::outbox::{Enrollment, NewRecord, Outbox, SharedOutbox};
+use common::{Harness, PolicyMode, agent_key, append_payments, bundle, harness, hub_key};
 use tongbu_agent::policy::{self, PolicyPull};
 use tongbu_agent::status;
-use tongbu_agent::sync::Syncer;
-use tongbu_shared::KeyPair;
-use tongbu_shared::ids::{Code, CountyCode};
 use tongbu_shared::protocol::Outcome;
-use tongbu_shared::record::Kind;
-
-fn agent_key() -> KeyPair {
-    KeyPair::from_seed(&[7; 32]).unwrap()
-}
-
-struct Harness {
-    hub: FakeHub,
-    syncer: Syncer,
-    outbox: Outbox,
-    _dir: tempfile::TempDir,
-}
-
-async fn harness(records: u64) -> Harness {
-    let hub = FakeHub::start(Some(agent_key().public_key()), &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let mut outbox = Outbox::open(&path).unwrap();
-    let enrollment = Enrollment {
-        agent_id: agent_id(),
-        county: CountyCode::parse("430112").unwrap(),
-        county_name: "望城区".into(),
-        hub_url: hub.url.clone(),
-        hub_public_key: hub_key().public_key(),
-        enrolled_at: "2026-11-27T06:48:33Z".into(),
-    };
-    outbox.save_enrollment(&enrollment).unwrap();
-    append(&mut outbox, 1, records);
-    let syncer = Syncer::new(
-        SharedOutbox::new(Outbox::open(&path).unwrap()),
-        &enrollment,
-        Arc::new(agent_key()),
-        Arc::new(SystemClock),
-        500,
-    )
-    .unwrap();
-    Harness {
-        hub,
-        syncer,
-        outbox,
-        _dir: dir,
-    }
-}
-
-fn append(outbox: &mut Outbox, from: u64, to: u64) {
-    let id = Code::parse("P-1").unwrap();
-    let bodies: Vec<Vec<u8>> = (from..=to)
-        .map(|n| {
-            format!(
-                r#"{{"kind":"payment","id":"P-{n}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{n}"}}"#
-            )
-            .into_bytes()
-        })
-        .collect();
-    let records: Vec<NewRecord<'_>> = bodies
-        .iter()
-        .map(|b| NewRecord {
-            body: b,
-            kind: Kind::Payment,
-            id: &id,
-            rev: 1,
-        })
-        .collect();
-    outbox
-        .append(&agent_key(), &agent_id(), &records, 0)
-        .unwrap();
-}
 
 impl Harness {
     fn cached_version(&self) -> Option<u64> {
@@ -111,7 +37,7 @@ impl Harness {
 
 #[tokio::test]
 async fn the_policy_is_cached_then_asked_for_conditionally() {
-    let mut h = harness(2).await;
+    let mut h = harness(2, 500).await;
     assert_eq!(h.cached_version(), None);
 
     // None cached: the first step pulls, verifies and caches it.
@@ -177,14 +103,14 @@ async fn rolled_back_conflicting_and_forged_bundles_are_refused() {
         ),
     ];
     for (mode, expected) in cases {
-        let mut h = harness(3).await;
+        let mut h = harness(3, 500).await;
         h.hub.lock().policy = Some(bundle(2));
         h.syncer.sync_once().await.unwrap();
         let good = h.cached_payload();
         assert_eq!(h.cached_version(), Some(2));
 
         h.hub.lock().policy_mode = mode;
-        append(&mut h.outbox, 4, 5);
+        append_payments(&mut h.outbox, &agent_key(), 4, 5);
         h.syncer.want_policy();
         // Records still flow; the refusal is the step's problem and the last error.
         let summary = h.syncer.sync_once().await.unwrap();
@@ -213,7 +139,7 @@ async fn rolled_back_conflicting_and_forged_bundles_are_refused() {
 
 #[tokio::test]
 async fn a_hub_without_a_policy_is_no_error() {
-    let mut h = harness(1).await;
+    let mut h = harness(1, 500).await;
     h.hub.lock().policy = None;
     let summary = h.syncer.sync_once().await.unwrap();
     assert_eq!(summary.policy, Some(PolicyPull::NoneOffered));
@@ -227,7 +153,7 @@ async fn a_hub_without_a_policy_is_no_error() {
 
 #[tokio::test]
 async fn outcome_updates_are_applied_and_the_cursor_sent_back() {
-    let mut h = harness(4).await;
+    let mut h = harness(4, 500).await;
     {
         let mut hub = h.hub.lock();
         hub.verdicts
@@ -287,7 +213,7 @@ async fn outcome_updates_are_applied_and_the_cursor_sent_back() {
 
 #[tokio::test]
 async fn a_long_run_of_updates_is_collected_in_one_step() {
-    let mut h = harness(1).await;
+    let mut h = harness(1, 500).await;
     h.syncer.sync_once().await.unwrap();
     {
         let mut hub = h.hub.lock();

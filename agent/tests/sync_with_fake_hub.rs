@@ -10,87 +10,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{FakeHub, ReceiptMode, agent_id, hub_key};
+use common::{Harness, ReceiptMode, agent_id, agent_key, append_payments, harness, payment};
 use tongbu_agent::client::ClientError;
 use tongbu_agent::clock::SystemClock;
-use tongbu_agent::outbox::{Enrollment, NewRecord, Outbox, SharedOutbox};
+use tongbu_agent::outbox::{Outbox, SharedOutbox};
 use tongbu_agent::sync::{Divergence, NextStep, SyncError, Syncer};
-use tongbu_shared::KeyPair;
 use tongbu_shared::crypto::Digest;
 use tongbu_shared::envelope::Envelope;
-use tongbu_shared::ids::{Code, CountyCode};
 use tongbu_shared::protocol::AgentState;
-use tongbu_shared::record::Kind;
-
-fn agent_key() -> KeyPair {
-    KeyPair::from_seed(&[7; 32]).unwrap()
-}
-
-struct Harness {
-    hub: FakeHub,
-    syncer: Syncer,
-    /// A second connection, for looking at (and tampering with) the outbox.
-    outbox: Outbox,
-    _dir: tempfile::TempDir,
-}
-
-fn payment(n: u64) -> Vec<u8> {
-    format!(
-        r#"{{"kind":"payment","id":"P-{n}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{n}"}}"#
-    )
-    .into_bytes()
-}
-
-fn append(outbox: &mut Outbox, from: u64, to: u64) {
-    let id = Code::parse("P-1").unwrap();
-    let bodies: Vec<Vec<u8>> = (from..=to).map(payment).collect();
-    let records: Vec<NewRecord<'_>> = bodies
-        .iter()
-        .map(|b| NewRecord {
-            body: b,
-            kind: Kind::Payment,
-            id: &id,
-            rev: 1,
-        })
-        .collect();
-    outbox
-        .append(&agent_key(), &agent_id(), &records, 0)
-        .unwrap();
-}
-
-async fn harness(records: u64, batch_size: usize) -> Harness {
-    let hub = FakeHub::start(Some(agent_key().public_key()), &[]).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let mut outbox = Outbox::open(&path).unwrap();
-    let enrollment = Enrollment {
-        agent_id: agent_id(),
-        county: CountyCode::parse("430112").unwrap(),
-        county_name: "望城区".into(),
-        hub_url: hub.url.clone(),
-        hub_public_key: hub_key().public_key(),
-        enrolled_at: "2026-11-27T06:48:33Z".into(),
-    };
-    outbox.save_enrollment(&enrollment).unwrap();
-    if records > 0 {
-        append(&mut outbox, 1, records);
-    }
-    let syncer = Syncer::new(
-        SharedOutbox::new(Outbox::open(&path).unwrap()),
-        &enrollment,
-        Arc::new(agent_key()),
-        Arc::new(SystemClock),
-        batch_size,
-    )
-    .unwrap();
-    Harness {
-        hub,
-        syncer,
-        outbox,
-        _dir: dir,
-    }
-}
 
 impl Harness {
     fn hub_chain(&self) -> Vec<Envelope> {
@@ -161,7 +88,7 @@ async fn sync_resumes_after_the_hub_loses_records() {
     h.syncer.sync_once().await.unwrap();
     // The hub is restored from an older backup: it holds only 4 records now.
     h.hub.lock().chain.truncate(4);
-    append(&mut h.outbox, 11, 12);
+    append_payments(&mut h.outbox, &agent_key(), 11, 12);
 
     // The agent sends 11.., the hub answers chain_gap, the agent reads the watermark (4),
     // moves its acknowledgement down and sends 5..=12 again.

@@ -18,6 +18,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tongbu_agent::clock::SystemClock;
+use tongbu_agent::outbox::{Enrollment, NewRecord, Outbox, SharedOutbox};
+use tongbu_agent::sync::Syncer;
 use tongbu_shared::KeyPair;
 use tongbu_shared::crypto::{Digest, Domain, PublicKey, Signature};
 use tongbu_shared::envelope::{Envelope, verify_run};
@@ -28,6 +31,7 @@ use tongbu_shared::protocol::{
     KeyRotated, Outcome, POLICY_PATH, PROTOCOL_VERSION, Receipt, RecordOutcome, RotateKeyRequest,
     Watermark,
 };
+use tongbu_shared::record::Kind;
 use tongbu_shared::signed::{
     HEADER_AGENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, Signed,
     enroll_proof_bytes, rotate_proof_bytes,
@@ -40,6 +44,82 @@ pub fn hub_key() -> KeyPair {
 /// The id the fake hub assigns at enrollment (and the one pre-registered agents use).
 pub fn agent_id() -> AgentId {
     AgentId::parse("430112-0000abcd").unwrap()
+}
+
+/// The agent's own key, in tests that do not make one on disk.
+pub fn agent_key() -> KeyPair {
+    KeyPair::from_seed(&[7; 32]).unwrap()
+}
+
+/// The enrollment of [`agent_id`] with the fake hub's key, pointing at `hub_url`.
+pub fn enrollment(hub_url: &str) -> Enrollment {
+    Enrollment {
+        agent_id: agent_id(),
+        county: CountyCode::parse("430112").unwrap(),
+        county_name: "望城区".into(),
+        hub_url: hub_url.to_owned(),
+        hub_public_key: hub_key().public_key(),
+        enrolled_at: "2026-11-27T06:48:33Z".into(),
+    }
+}
+
+/// A well-formed payment record, numbered `n`.
+pub fn payment(n: u64) -> Vec<u8> {
+    format!(
+        r#"{{"kind":"payment","id":"P-{n}","rev":1,"county":"430112","contract_id":"C-1","amount_fen":100,"paid_on":"2024-04-01","voucher_no":"V{n}"}}"#
+    )
+    .into_bytes()
+}
+
+/// Appends payments `from..=to`, signed with `key`, to `outbox`.
+pub fn append_payments(outbox: &mut Outbox, key: &KeyPair, from: u64, to: u64) {
+    let id = Code::parse("P-1").unwrap();
+    let bodies: Vec<Vec<u8>> = (from..=to).map(payment).collect();
+    let records: Vec<NewRecord<'_>> = bodies
+        .iter()
+        .map(|b| NewRecord {
+            body: b,
+            kind: Kind::Payment,
+            id: &id,
+            rev: 1,
+        })
+        .collect();
+    outbox.append(key, &agent_id(), &records, 0).unwrap();
+}
+
+/// An enrolled outbox with `records` payments, a fake hub that knows the agent, and a syncer.
+pub struct Harness {
+    pub hub: FakeHub,
+    pub syncer: Syncer,
+    /// A second connection, for looking at (and tampering with) the outbox.
+    pub outbox: Outbox,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn harness(records: u64, batch_size: usize) -> Harness {
+    let hub = FakeHub::start(Some(agent_key().public_key()), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let mut outbox = Outbox::open(&path).unwrap();
+    let enrolled = enrollment(&hub.url);
+    outbox.save_enrollment(&enrolled).unwrap();
+    if records > 0 {
+        append_payments(&mut outbox, &agent_key(), 1, records);
+    }
+    let syncer = Syncer::new(
+        SharedOutbox::new(Outbox::open(&path).unwrap()),
+        &enrolled,
+        Arc::new(agent_key()),
+        Arc::new(SystemClock),
+        batch_size,
+    )
+    .unwrap();
+    Harness {
+        hub,
+        syncer,
+        outbox,
+        _dir: dir,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
