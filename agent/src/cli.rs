@@ -23,7 +23,9 @@ use tongbu_agent::rules::LocalView;
 use tongbu_agent::service::{self, ServiceOptions};
 use tongbu_agent::status;
 use tongbu_agent::sync::{self, NextStep, Syncer};
+use tongbu_agent::tls::{CaCerts, TrustOptions};
 use tongbu_agent::verify::{self, VerifyError};
+use tongbu_shared::certpin::CertFingerprint;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,13 +48,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Enroll this agent with the hub using a one-time token from an admin.
+    /// Enroll this agent with the hub using a one-time token from an admin. With https, the
+    /// hub's certificate is pinned from the token (or --cert-sha256, or checked against --ca)
+    /// before the token is sent.
     Enroll {
-        /// The hub's URL, e.g. https://hub.example.cn
+        /// The hub's URL, e.g. https://hub.example.cn:8440
         #[arg(long)]
         hub: String,
         #[arg(long, env = "TONGBU_ENROLL_TOKEN", hide_env_values = true)]
         token: String,
+        #[command(flatten)]
+        trust: TrustArgs,
     },
     /// Check, sign and store a file of records (all or nothing); `-` reads stdin.
     Submit {
@@ -101,18 +107,56 @@ enum Command {
     /// Replace this agent's key: the hub must confirm the new key before it is used. Stop the
     /// service (`run`) first.
     RotateKey,
-    /// Point this agent at the hub's new address (the hub's pinned key stays the same).
+    /// Point this agent at the hub's new address, or trust a new hub certificate (the hub's
+    /// pinned signing key stays the same). Without --ca or --cert-sha256 an https hub keeps its
+    /// certificate pin or CA.
     SetHub {
-        /// The hub's new URL, e.g. https://hub.example.cn
+        /// The hub's new URL, e.g. https://hub.example.cn:8440
         #[arg(long)]
         hub: String,
+        #[command(flatten)]
+        trust: TrustArgs,
     },
+}
+
+/// How to trust the hub's TLS certificate (see `tongbu_agent::tls`).
+#[derive(Debug, Clone, clap::Args)]
+struct TrustArgs {
+    /// Trust hub certificates issued by the CA certificate(s) in this PEM file (host name
+    /// checked) instead of pinning one certificate.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Pin the hub certificate with this SHA-256 fingerprint (hex, as `tongbu-hub tls show`
+    /// prints it) instead of the pin inside the token.
+    #[arg(long, value_name = "HEX", value_parser = parse_fingerprint)]
+    cert_sha256: Option<CertFingerprint>,
+    /// Allow plain http:// to a hub on another machine: nothing would be encrypted.
+    #[arg(long)]
+    allow_plain_http: bool,
+}
+
+fn parse_fingerprint(text: &str) -> Result<CertFingerprint, String> {
+    CertFingerprint::parse_hex(text).map_err(|e| e.to_string())
+}
+
+impl TrustArgs {
+    fn options(&self) -> anyhow::Result<TrustOptions> {
+        let ca = self.ca.as_deref().map(CaCerts::read).transpose()?;
+        Ok(TrustOptions {
+            ca,
+            cert_sha256: self.cert_sha256,
+            allow_plain_http: self.allow_plain_http,
+        })
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data_dir = cli.data_dir.as_path();
     match cli.command {
-        Command::Enroll { hub, token } => runtime()?.block_on(enroll(data_dir, &hub, &token)),
+        Command::Enroll { hub, token, trust } => {
+            let trust = trust.options()?;
+            runtime()?.block_on(enroll(data_dir, &hub, &token, &trust))
+        }
         Command::Submit { strict, file } => {
             let strictness = if strict {
                 Strictness::Strict
@@ -153,11 +197,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => show_status(data_dir, json),
         Command::Verify => verify(data_dir),
         Command::RotateKey => runtime()?.block_on(rotate_key(data_dir)),
-        Command::SetHub { hub } => {
-            let previous = service::set_hub_url(data_dir, &hub)?;
+        Command::SetHub { hub, trust } => {
+            let (previous, next) = service::set_hub(data_dir, &hub, &trust.options()?)?;
+            if let Some(warning) = next.plain_warning() {
+                eprintln!("{warning}");
+            }
             println!(
-                "hub URL changed from {previous} to {}",
-                hub.trim_end_matches('/')
+                "hub URL changed from {previous} to {next}; TLS trust {}",
+                next.trust().describe()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -204,17 +251,27 @@ fn read_input(file: &str) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<ExitCode> {
+async fn enroll(
+    data_dir: &Path,
+    hub: &str,
+    token: &str,
+    trust: &TrustOptions,
+) -> anyhow::Result<ExitCode> {
     let dir = DataDir::open(data_dir)?;
-    let (e, _) = tongbu_agent::enroll::enroll(&dir, hub, token, Arc::new(SystemClock)).await?;
+    let (e, _) =
+        tongbu_agent::enroll::enroll(&dir, hub, token, trust, Arc::new(SystemClock)).await?;
+    if let Some(warning) = e.hub_url.plain_warning() {
+        eprintln!("{warning}");
+    }
     println!(
         "enrolled as {} (county {} {}) with hub {}; hub key fingerprint {}",
         e.agent_id,
         e.county,
         e.county_name,
         e.hub_url,
-        e.hub_public_key.fingerprint()
+        e.hub_public_key.fingerprint(),
     );
+    eprintln!("hub TLS certificate: {}", e.hub_url.trust().describe());
     // Enrollment stands whether or not the policy comes too: the sync loop keeps trying.
     match service::pull_policy(data_dir).await {
         Ok(PolicyPull::Updated { to, .. } | PolicyPull::Unchanged { version: to }) => {

@@ -1,4 +1,7 @@
-//! The HTTP client for the hub's agent API (reqwest, rustls). Every agent call is signed with
+//! The HTTP client for the hub's agent API (reqwest, rustls). The hub's TLS certificate is
+//! checked the way the enrollment says ([`crate::tls`]: a pin or a CA; plain HTTP only where
+//! allowed), and a certificate the agent does not trust is an error a person must act on, not
+//! a network blip to retry quietly. Every agent call is signed with
 //! the agent's key (`RequestAuth` over the exact method, path and body sent), and every signed
 //! document the hub returns is verified against the hub key pinned at enrollment before it is
 //! parsed: a receipt, watermark or policy bundle that does not verify is an error, never
@@ -13,6 +16,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tongbu_shared::KeyPair;
+use tongbu_shared::certpin::CertFingerprint;
 use tongbu_shared::crypto::{PublicKey, Signature};
 use tongbu_shared::ids::AgentId;
 use tongbu_shared::policy::PolicyBundle;
@@ -23,6 +27,7 @@ use tongbu_shared::protocol::{
 use tongbu_shared::signed::{RequestAuth, Signed, SignedPayload};
 
 use crate::clock::Clock;
+use crate::tls::{self, HubTrust, HubUrl};
 
 /// How long to wait for a TCP (and TLS) connection to the hub.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +62,25 @@ pub enum ClientError {
     /// A 2xx reply that is not what the protocol says.
     #[error("bad_reply: the hub's reply to {what} is not valid: {cause}")]
     BadReply { what: &'static str, cause: String },
+    /// The hub presented another TLS certificate than the one pinned: nothing was sent.
+    #[error(
+        "certificate_mismatch: the hub at {url} presented TLS certificate {presented}, but this agent pins {expected}; nothing was sent. If the hub's certificate was replaced on purpose, compare `tongbu-hub tls show` on the hub and run `tongbu-agent set-hub --hub {url} --cert-sha256 NEW`; otherwise something is impersonating the hub"
+    )]
+    CertificateMismatch {
+        url: String,
+        expected: CertFingerprint,
+        presented: CertFingerprint,
+    },
+    /// The hub's TLS certificate does not verify against the trusted CA: nothing was sent.
+    #[error(
+        "untrusted_certificate: the hub at {url} presented a TLS certificate this agent does not trust: {cause}; nothing was sent (change the trust with `tongbu-agent set-hub --hub URL --ca FILE` or `--cert-sha256 HEX`)"
+    )]
+    UntrustedCertificate { url: String, cause: String },
+    /// The enrollment names an https hub but no way to check its certificate.
+    #[error(
+        "no_tls_trust: this agent was enrolled with the https hub {url} before certificate pinning; name the hub's certificate with `tongbu-agent set-hub --hub {url} --cert-sha256 HEX` (from `tongbu-hub tls show`) or `--ca FILE`"
+    )]
+    NoTrust { url: String },
     /// A signed document whose signature does not verify against the pinned hub key.
     #[error(
         "bad_hub_signature: the hub's {what} is not signed by the pinned hub key (fingerprint {fingerprint}); not trusted"
@@ -121,7 +145,10 @@ impl ClientError {
             }
             ClientError::BadUrl { .. }
             | ClientError::BadReply { .. }
-            | ClientError::BadHubSignature { .. } => false,
+            | ClientError::BadHubSignature { .. }
+            | ClientError::CertificateMismatch { .. }
+            | ClientError::UntrustedCertificate { .. }
+            | ClientError::NoTrust { .. } => false,
         }
     }
 }
@@ -154,37 +181,31 @@ pub struct HubClient {
     rng: SystemRandom,
 }
 
-/// Checks a hub URL: `http` or `https`, a host, no query or fragment.
-pub fn parse_hub_url(url: &str) -> Result<reqwest::Url, ClientError> {
-    let bad = |problem: &str| ClientError::BadUrl {
-        url: url.to_owned(),
-        problem: problem.to_owned(),
-    };
-    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad("the scheme must be http or https"));
-    }
-    if parsed.host_str().is_none() {
-        return Err(bad("it names no host"));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(bad("it must not carry a query or fragment"));
-    }
-    Ok(parsed)
-}
-
 impl HubClient {
-    pub fn new(hub_url: &str, clock: Arc<dyn Clock>) -> Result<HubClient, ClientError> {
-        let base = parse_hub_url(hub_url)?;
-        let http = reqwest::Client::builder()
+    /// A client for `hub`, checking its certificate as `hub`'s trust says.
+    pub fn new(hub: &HubUrl, clock: Arc<dyn Clock>) -> Result<HubClient, ClientError> {
+        let cannot = |problem: String| ClientError::BadUrl {
+            url: hub.to_string(),
+            problem,
+        };
+        let base = reqwest::Url::parse(hub.as_str()).map_err(|e| cannot(e.to_string()))?;
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("tongbu-agent/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("tongbu-agent/", env!("CARGO_PKG_VERSION")));
+        if hub.trust() == &HubTrust::Unpinned {
+            return Err(ClientError::NoTrust {
+                url: hub.to_string(),
+            });
+        }
+        if let Some(config) = tls::client_config(hub.trust())
+            .map_err(|e| cannot(format!("cannot set up TLS: {e}")))?
+        {
+            builder = builder.use_preconfigured_tls(config).https_only(true);
+        }
+        let http = builder
             .build()
-            .map_err(|e| ClientError::BadUrl {
-                url: hub_url.to_owned(),
-                problem: format!("cannot build an HTTP client: {e}"),
-            })?;
+            .map_err(|e| cannot(format!("cannot build an HTTP client: {e}")))?;
         Ok(HubClient {
             http,
             base,
@@ -361,10 +382,7 @@ impl HubClient {
         request: reqwest::RequestBuilder,
         url: &reqwest::Url,
     ) -> Result<Option<Vec<u8>>, ClientError> {
-        let network = |e: reqwest::Error| ClientError::Network {
-            url: self.base.as_str().trim_end_matches('/').to_owned(),
-            cause: error_chain(&e),
-        };
+        let network = |e: reqwest::Error| self.transport_error(&e);
         let response = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .send()
@@ -396,6 +414,25 @@ impl HubClient {
                     excerpt,
                 })
             }
+        }
+    }
+}
+
+impl HubClient {
+    /// A failed exchange: a certificate the agent does not trust, or a network failure.
+    fn transport_error(&self, e: &reqwest::Error) -> ClientError {
+        let url = self.base.as_str().trim_end_matches('/').to_owned();
+        match tls::certificate_failure(e) {
+            Some(Ok(mismatch)) => ClientError::CertificateMismatch {
+                url,
+                expected: mismatch.expected,
+                presented: mismatch.presented,
+            },
+            Some(Err(cause)) => ClientError::UntrustedCertificate { url, cause },
+            None => ClientError::Network {
+                url,
+                cause: error_chain(e),
+            },
         }
     }
 }
@@ -469,24 +506,140 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hub_urls_are_checked() {
-        assert!(parse_hub_url("http://127.0.0.1:8440").is_ok());
-        assert!(parse_hub_url("https://hub.example.cn/tongbu/").is_ok());
-        for bad in ["127.0.0.1:8440", "ftp://x", "http://x/?a=1", "not a url"] {
-            assert!(parse_hub_url(bad).is_err(), "{bad} accepted");
-        }
-    }
-
-    #[test]
     fn paths_join_onto_a_base_prefix() {
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(0));
-        let c = HubClient::new("https://hub.example.cn/tongbu/", Arc::clone(&clock)).unwrap();
+        let pinned = HubUrl::new(
+            "https://hub.example.cn/tongbu/",
+            HubTrust::Pinned(CertFingerprint::of_der(b"cert")),
+        )
+        .unwrap();
+        let c = HubClient::new(&pinned, Arc::clone(&clock)).unwrap();
         assert_eq!(
             c.url(ENROLL_PATH).as_str(),
             "https://hub.example.cn/tongbu/api/v1/enroll"
         );
-        let c = HubClient::new("http://127.0.0.1:8440", clock).unwrap();
+        let c = HubClient::new(&HubUrl::plain("http://127.0.0.1:8440").unwrap(), clock).unwrap();
         assert_eq!(c.url(ENROLL_PATH).path(), "/api/v1/enroll");
+    }
+
+    /// A one-connection-at-a-time TLS server presenting `cert` that answers every request
+    /// `200 not json` (enough to tell the handshake passed).
+    async fn tls_server(cert: &rcgen::CertifiedKey) -> std::net::SocketAddr {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der())),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nnot json")
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        addr
+    }
+
+    fn enroll_request() -> EnrollRequest {
+        let key = KeyPair::from_seed(&[7; 32]).unwrap();
+        let public_key = key.public_key();
+        EnrollRequest {
+            token: "tbe_x".into(),
+            public_key,
+            proof: key.sign(
+                tongbu_shared::crypto::Domain::Enroll,
+                &tongbu_shared::signed::enroll_proof_bytes("tbe_x", &public_key),
+            ),
+            agent_version: "test".into(),
+            hostname: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_pinned_or_ca_issued_certificate_is_trusted() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(0));
+        let hub = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let stranger = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let addr = tls_server(&hub).await;
+        let url = format!("https://{addr}");
+        let hub_pin = CertFingerprint::of_der(hub.cert.der());
+        let call = |trust: HubTrust| {
+            let client = HubClient::new(&HubUrl::new(&url, trust).unwrap(), Arc::clone(&clock));
+            async move { client.unwrap().enroll(&enroll_request()).await.unwrap_err() }
+        };
+
+        // The pinned certificate: the request goes through (and the reply is nonsense).
+        let err = call(HubTrust::Pinned(hub_pin)).await;
+        assert!(matches!(err, ClientError::BadReply { .. }), "{err}");
+
+        // Another pin: refused in the handshake, naming both fingerprints; a person must act.
+        let other_pin = CertFingerprint::of_der(stranger.cert.der());
+        let err = call(HubTrust::Pinned(other_pin)).await;
+        match &err {
+            ClientError::CertificateMismatch {
+                expected,
+                presented,
+                ..
+            } => {
+                assert_eq!(*expected, other_pin);
+                assert_eq!(*presented, hub_pin);
+            }
+            other => panic!("{other}"),
+        }
+        let text = err.to_string();
+        assert!(text.starts_with("certificate_mismatch: "), "{text}");
+        assert!(
+            text.contains(&hub_pin.to_hex()) && text.contains(&other_pin.to_hex()),
+            "{text}"
+        );
+        assert!(!err.is_transient());
+
+        // A CA: the hub's own self-signed certificate is its issuer; a stranger's is not.
+        let own = tls::CaCerts::parse(&hub.cert.pem(), "hub.pem").unwrap();
+        let err = call(HubTrust::Ca(own)).await;
+        assert!(matches!(err, ClientError::BadReply { .. }), "{err}");
+        let foreign = tls::CaCerts::parse(&stranger.cert.pem(), "stranger.pem").unwrap();
+        let err = call(HubTrust::Ca(foreign)).await;
+        assert!(
+            matches!(err, ClientError::UntrustedCertificate { .. }),
+            "{err}"
+        );
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn an_enrollment_without_a_trust_refuses_to_call() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(0));
+        let old = HubUrl::from_stored("https://hub.example.cn", None).unwrap();
+        let err = HubClient::new(&old, clock).unwrap_err();
+        assert!(err.to_string().starts_with("no_tls_trust: "), "{err}");
+        assert!(!err.is_transient());
     }
 
     #[test]

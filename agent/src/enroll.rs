@@ -1,6 +1,11 @@
 //! One-time enrollment: prove possession of this agent's key with an admin's one-time token,
 //! receive the agent id and the hub's public key, and pin that key in the outbox. A data
 //! directory is enrolled at most once; the private key never leaves it.
+//!
+//! The hub's TLS certificate is pinned first ([`HubUrl::for_enrollment`]: `--ca`, else
+//! `--cert-sha256`, else the pin inside the token), before anything is sent: the token travels
+//! only to a hub that proved it holds that certificate, and the trust is stored with the
+//! enrollment for every later call.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,11 +16,12 @@ use tongbu_shared::crypto::Domain;
 use tongbu_shared::protocol::{ApiError, EnrollRequest, EnrollResponse, PROTOCOL_VERSION};
 use tongbu_shared::signed::enroll_proof_bytes;
 
-use crate::client::{ClientError, HubClient, parse_hub_url};
+use crate::client::{ClientError, HubClient};
 use crate::clock::{Clock, rfc3339};
 use crate::data_dir::DataDir;
 use crate::keyfile::{self, KeyFileError};
 use crate::outbox::{Enrollment, Outbox, OutboxError};
+use crate::tls::{HubUrl, TrustError, TrustOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -31,6 +37,9 @@ pub enum EnrollError {
     Hub(ClientError),
     #[error("enrollment failed: {0}")]
     BadResponse(String),
+    /// The hub's certificate cannot be trusted as asked (nothing was sent).
+    #[error("enrollment refused before contacting the hub: {0}")]
+    Trust(#[from] TrustError),
     #[error(transparent)]
     Key(#[from] KeyFileError),
     #[error(transparent)]
@@ -49,15 +58,16 @@ impl From<ClientError> for EnrollError {
 }
 
 /// Enrolls the agent whose data lives in `data_dir` with the hub at `hub_url`, creating its
-/// key if there is none yet. Returns what was pinned and the hub's reply.
+/// key if there is none yet, trusting the hub's certificate as `trust` and the token say.
+/// Returns what was pinned and the hub's reply. The token is sent exactly as given.
 pub async fn enroll(
     data_dir: &DataDir,
     hub_url: &str,
     token: &str,
+    trust: &TrustOptions,
     clock: Arc<dyn Clock>,
 ) -> Result<(Enrollment, EnrollResponse), EnrollError> {
-    let hub_url = hub_url.trim_end_matches('/').to_owned();
-    parse_hub_url(&hub_url)?;
+    let hub_url = HubUrl::for_enrollment(hub_url, token, trust)?;
     let paths = (data_dir.outbox_path(), data_dir.key_path());
     let (mut outbox, key) = blocking(move || prepare(paths.0, paths.1)).await??;
 
@@ -110,7 +120,7 @@ fn prepare(outbox_path: PathBuf, key_path: PathBuf) -> Result<(Outbox, KeyPair),
     if let Some(e) = outbox.enrollment()? {
         return Err(EnrollError::AlreadyEnrolled {
             agent_id: e.agent_id.to_string(),
-            hub_url: e.hub_url,
+            hub_url: e.hub_url.to_string(),
         });
     }
     let key = keyfile::load_or_create(&key_path, &SystemRandom::new())?;

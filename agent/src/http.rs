@@ -228,7 +228,7 @@ mod tests {
                 agent_id: agent(),
                 county,
                 county_name: "望城区".into(),
-                hub_url: "http://127.0.0.1:1".into(),
+                hub_url: crate::tls::HubUrl::plain("http://127.0.0.1:1").unwrap(),
                 hub_public_key: KeyPair::from_seed(&[1; 32]).unwrap().public_key(),
                 enrolled_at: "2026-11-27T06:48:33Z".into(),
             })

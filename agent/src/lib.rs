@@ -15,6 +15,8 @@
 //! - [`intake`]: a submission in, judged, signed and stored records with their rule codes (or a
 //!   refusal naming the field) out;
 //! - [`client`]: the signed HTTP client for the hub's agent API, verifying hub signatures;
+//! - [`tls`]: the hub URL and how its TLS certificate is trusted (a pin, a CA, or plain HTTP
+//!   only on this machine or when explicitly allowed);
 //! - [`enroll`]: one-time enrollment with a token, pinning the hub's key;
 //! - [`rotate`]: replacing the agent's key with the hub's confirmation, and settling a
 //!   rotation interrupted by a crash;
@@ -43,6 +45,7 @@ pub mod rules;
 pub mod service;
 pub mod status;
 pub mod sync;
+pub mod tls;
 pub mod verify;
 
 pub use service::{ServiceOptions, enroll, run, submit};

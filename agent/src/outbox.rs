@@ -14,6 +14,8 @@
 //!   this module stores and returns them unverified, [`crate::policy`] verifies them.
 //! - `key_history` holds the keys this agent rotated away from, each with the last seq it
 //!   signed ([`KeyRing`]); a rotation the hub has not confirmed yet is one `pending` row.
+//! - `hub_log` is the last hub checkpoint this agent verified; `hub_log_findings` the evidence
+//!   of every time the hub's log was caught misbehaving (append-only).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,17 +24,21 @@ use std::time::Duration;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde_json::value::RawValue;
+use tongbu_shared::checkpoint::{Finding, Trusted};
 use tongbu_shared::crypto::{Digest, KeyPair, PublicKey, Signature};
 use tongbu_shared::envelope::{Envelope, MAX_BODY_BYTES};
 use tongbu_shared::ids::{AgentId, Code, CountyCode};
 use tongbu_shared::protocol::{Receipt, RecordOutcome};
 use tongbu_shared::record::Kind;
 
+use crate::tls::HubUrl;
+
 /// The schema migrations, in order. `PRAGMA user_version` counts how many were applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_policy_and_outcomes.sql"),
     include_str!("../migrations/0003_key_history.sql"),
+    include_str!("../migrations/0004_hub_log.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,7 +170,8 @@ pub struct Enrollment {
     pub agent_id: AgentId,
     pub county: CountyCode,
     pub county_name: String,
-    pub hub_url: String,
+    /// The hub's URL and how its TLS certificate is trusted (meta `hub_url` and `hub_tls`).
+    pub hub_url: HubUrl,
     /// The hub's signing key, pinned at enrollment: no other key is ever trusted.
     pub hub_public_key: PublicKey,
     /// RFC 3339 UTC time of enrollment.
@@ -203,6 +210,14 @@ pub struct SyncState {
     pub last_attempt_ms: Option<i64>,
     /// The hub's position in this agent's outcome changes (see `Receipt::outcome_cursor`).
     pub outcome_cursor: u64,
+}
+
+/// A finding against the hub's log, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFindingRow {
+    pub kind: String,
+    pub detail: String,
+    pub at_ms: i64,
 }
 
 /// A policy bundle as cached: the hub's exact payload bytes and signature, unverified.
@@ -348,13 +363,16 @@ fn check_version(found: i64, path: &Path) -> Result<(), OutboxError> {
     Ok(())
 }
 
-const META_KEYS: [&str; 6] = [
+const META_KEYS: [&str; 7] = [
     "agent_id",
     "county",
     "county_name",
     "hub_url",
     "hub_public_key",
     "enrolled_at",
+    // How the hub's certificate is trusted (see `HubTrust::to_stored`); absent in an
+    // enrollment made before certificate pinning.
+    "hub_tls",
 ];
 
 impl Outbox {
@@ -443,14 +461,22 @@ impl Outbox {
     pub fn enrollment(&self) -> Result<Option<Enrollment>, OutboxError> {
         let mut stmt = self.conn.prepare_cached("SELECT key, value FROM meta")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut values: [Option<String>; 6] = Default::default();
+        let mut values: [Option<String>; 7] = Default::default();
         for row in rows {
             let (key, value) = row?;
             if let Some(i) = META_KEYS.iter().position(|k| *k == key) {
                 values[i] = Some(value);
             }
         }
-        let [agent_id, county, county_name, hub_url, hub_key, enrolled_at] = values;
+        let [
+            agent_id,
+            county,
+            county_name,
+            hub_url,
+            hub_key,
+            enrolled_at,
+            hub_tls,
+        ] = values;
         let Some(agent_id) = agent_id else {
             return Ok(None);
         };
@@ -461,11 +487,13 @@ impl Outbox {
         let county = CountyCode::parse(&need("county", county)?).map_err(|e| bad("county", e.0))?;
         let hub_public_key = PublicKey::from_base64(&need("hub_public_key", hub_key)?)
             .map_err(|e| bad("hub_public_key", e.to_string()))?;
+        let hub_url = HubUrl::from_stored(&need("hub_url", hub_url)?, hub_tls.as_deref())
+            .map_err(|e| bad("hub_tls", e.to_string()))?;
         Ok(Some(Enrollment {
             agent_id,
             county,
             county_name: county_name.unwrap_or_default(),
-            hub_url: need("hub_url", hub_url)?,
+            hub_url,
             hub_public_key,
             enrolled_at: enrolled_at.unwrap_or_default(),
         }))
@@ -489,9 +517,10 @@ impl Outbox {
             e.agent_id.to_string(),
             e.county.to_string(),
             e.county_name.clone(),
-            e.hub_url.clone(),
+            e.hub_url.as_str().to_owned(),
             e.hub_public_key.to_base64(),
             e.enrolled_at.clone(),
+            e.hub_url.trust().to_stored(),
         ];
         for (key, value) in META_KEYS.iter().zip(values) {
             tx.execute(
@@ -503,16 +532,25 @@ impl Outbox {
         Ok(())
     }
 
-    /// Points an enrolled agent at the hub's new address. Only the URL changes: the hub's key
-    /// stays pinned, so a different server at the new address is still refused.
-    pub fn set_hub_url(&mut self, url: &str) -> Result<(), OutboxError> {
-        let changed = self.conn.execute(
+    /// Points an enrolled agent at the hub's new address and TLS trust, in one transaction.
+    /// The hub's signing key stays pinned, so a different server at the new address is still
+    /// refused.
+    pub fn set_hub_url(&mut self, hub: &HubUrl) -> Result<(), OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'hub_url'",
-            params![url],
+            params![hub.as_str()],
         )?;
         if changed == 0 {
             return Err(OutboxError::NotEnrolled);
         }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('hub_tls', ?1)",
+            params![hub.trust().to_stored()],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -711,6 +749,93 @@ impl Outbox {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The last hub checkpoint this agent verified.
+    pub fn hub_log(&self) -> Result<Option<Trusted>, OutboxError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT tree_size, root, hub_time_ms FROM hub_log WHERE id = 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, bytes_at(r, 1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()?;
+        row.map(|(size, root, hub_time_ms)| {
+            Ok(Trusted {
+                tree_size: to_u64(size, "hub_log.tree_size")?,
+                root: Digest::from_slice(&root)
+                    .ok_or_else(|| OutboxError::Corrupt("hub_log.root is not 32 bytes".into()))?,
+                hub_time_ms,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records, in one transaction, the checkpoint now trusted (none: forget the old one) and
+    /// the findings against the hub's log, with the signed checkpoint shown (`shown`, exact
+    /// JSON) and the one held before.
+    pub fn record_hub_log(
+        &mut self,
+        trusted: Option<&Trusted>,
+        held: Option<&Trusted>,
+        findings: &[Finding],
+        shown: &str,
+        now_ms: i64,
+    ) -> Result<(), OutboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        match trusted {
+            Some(t) => tx.execute(
+                "INSERT INTO hub_log (id, tree_size, root, hub_time_ms, checked_ms)
+                 VALUES (1, ?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET tree_size = excluded.tree_size,
+                     root = excluded.root, hub_time_ms = excluded.hub_time_ms,
+                     checked_ms = excluded.checked_ms",
+                params![to_i64(t.tree_size), &t.root.0[..], t.hub_time_ms, now_ms],
+            )?,
+            None => tx.execute("DELETE FROM hub_log", [])?,
+        };
+        for f in findings {
+            tx.execute(
+                "INSERT INTO hub_log_findings (at_ms, kind, detail, held_size, held_root, shown)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    now_ms,
+                    f.kind(),
+                    f.to_string(),
+                    held.map(|h| to_i64(h.tree_size)),
+                    held.map(|h| h.root.0.to_vec()),
+                    shown
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many findings against the hub's log were recorded, and the latest one.
+    pub fn hub_log_findings(&self) -> Result<(u64, Option<LogFindingRow>), OutboxError> {
+        let count: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM hub_log_findings", [], |r| r.get(0))?;
+        let last = self
+            .conn
+            .query_row(
+                "SELECT kind, detail, at_ms FROM hub_log_findings ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok((
+            to_u64(count, "finding count")?,
+            last.map(|(kind, detail, at_ms)| LogFindingRow {
+                kind,
+                detail,
+                at_ms,
+            }),
+        ))
     }
 
     /// The newest cached policy bundle, as stored (unverified).
@@ -1143,6 +1268,7 @@ pub(crate) mod tests {
             updates,
             outcome_cursor,
             policy_version: 0,
+            log: None,
         }
     }
 
@@ -1345,7 +1471,13 @@ pub(crate) mod tests {
             agent_id: agent(),
             county: CountyCode::parse("430112").unwrap(),
             county_name: "望城区".into(),
-            hub_url: "http://127.0.0.1:8440".into(),
+            hub_url: HubUrl::new(
+                "https://hub.example.cn:8440",
+                crate::tls::HubTrust::Pinned(tongbu_shared::certpin::CertFingerprint::of_der(
+                    b"cert",
+                )),
+            )
+            .unwrap(),
             hub_public_key: KeyPair::from_seed(&[1; 32]).unwrap().public_key(),
             enrolled_at: "2026-11-27T06:48:33Z".into(),
         };
@@ -1355,6 +1487,10 @@ pub(crate) mod tests {
             outbox.save_enrollment(&e),
             Err(OutboxError::AlreadyEnrolled(_))
         ));
+        // A move changes the URL and the trust together.
+        let moved = HubUrl::plain("http://127.0.0.1:8440").unwrap();
+        outbox.set_hub_url(&moved).unwrap();
+        assert_eq!(outbox.enrollment().unwrap().unwrap().hub_url, moved);
     }
 
     #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@ use crate::keyfile;
 use crate::outbox::{Enrollment, Outbox, SharedOutbox};
 use crate::policy::PolicyPull;
 use crate::sync::{self, LoopOptions, Syncer};
+use crate::tls::{HubUrl, TrustOptions};
 
 /// How the service runs. [`ServiceOptions::new`] gives the CLI's defaults.
 #[derive(Debug, Clone)]
@@ -201,9 +202,13 @@ pub async fn run(
         agent_id = %enrollment.agent_id,
         county = %enrollment.county,
         hub = %enrollment.hub_url,
+        hub_tls = %enrollment.hub_url.trust().describe(),
         intake = %addr,
         "tongbu-agent running"
     );
+    if let Some(warning) = enrollment.hub_url.plain_warning() {
+        warn!("{warning}");
+    }
     on_ready(addr);
     let (served, ()) = tokio::join!(async { server.await }, syncing);
     watcher.abort();
@@ -228,7 +233,14 @@ fn random_seed() -> u64 {
 /// pulls the hub's policy (best effort: a failed pull is logged and left to the sync loop).
 pub async fn enroll(data_dir: &Path, hub_url: &str, token: &str) -> anyhow::Result<EnrollResponse> {
     let dir = DataDir::open(data_dir)?;
-    let (_, response) = crate::enroll::enroll(&dir, hub_url, token, Arc::new(SystemClock)).await?;
+    let (_, response) = crate::enroll::enroll(
+        &dir,
+        hub_url,
+        token,
+        &TrustOptions::default(),
+        Arc::new(SystemClock),
+    )
+    .await?;
     if let Err(e) = pull_policy(data_dir).await {
         warn!(error = %format!("{e:#}"), "enrolled, but the policy could not be pulled yet; the sync loop will try again");
     }
@@ -264,15 +276,27 @@ pub async fn pull_policy(data_dir: &Path) -> anyhow::Result<PolicyPull> {
     }
 }
 
-/// Points the enrolled agent in `data_dir` at the hub's new URL (the hub moved); returns the
-/// previous URL. The hub key pinned at enrollment stays the only key trusted.
+/// Points the enrolled agent in `data_dir` at the hub's new URL (the hub moved), keeping the
+/// certificate pin or CA for an https hub; returns the previous URL. The hub key pinned at
+/// enrollment stays the only key trusted.
 pub fn set_hub_url(data_dir: &Path, hub_url: &str) -> anyhow::Result<String> {
-    let hub_url = hub_url.trim_end_matches('/');
-    crate::client::parse_hub_url(hub_url)?;
+    let (previous, _) = set_hub(data_dir, hub_url, &TrustOptions::default())?;
+    Ok(previous.to_string())
+}
+
+/// Points the enrolled agent in `data_dir` at `hub_url`, trusting its certificate as `trust`
+/// says (`--ca`, `--cert-sha256`; without them an https hub keeps its pin or CA, see
+/// [`HubUrl::for_move`]); returns the previous and the new hub.
+pub fn set_hub(
+    data_dir: &Path,
+    hub_url: &str,
+    trust: &TrustOptions,
+) -> anyhow::Result<(HubUrl, HubUrl)> {
     let mut agent = open_enrolled(data_dir)?;
     let previous = agent.enrollment.hub_url.clone();
-    agent.outbox.set_hub_url(hub_url)?;
-    Ok(previous)
+    let next = HubUrl::for_move(hub_url, previous.trust(), trust)?;
+    agent.outbox.set_hub_url(&next)?;
+    Ok((previous, next))
 }
 
 /// Checks, judges, signs and stores a submission into the outbox in `data_dir`, all or

@@ -13,6 +13,9 @@ pub struct Status {
     pub agent_id: Option<String>,
     pub county: Option<String>,
     pub hub_url: Option<String>,
+    /// How the hub's TLS certificate is trusted: `pinned sha256:<hex>`, `ca (N certificates)`,
+    /// `plain` (http) or `unpinned` (an https enrollment from before pinning: calls refused).
+    pub hub_tls: Option<String>,
     pub head_seq: u64,
     pub acked_seq: u64,
     pub queue_depth: u64,
@@ -26,6 +29,12 @@ pub struct Status {
     pub held: u64,
     /// This agent's records whose latest outcome from the hub is `rejected`.
     pub rejected: u64,
+    /// The size of the last checkpoint of the hub's log this agent verified (0: none yet).
+    pub hub_log_size: u64,
+    /// How often the hub's log was caught shrinking, forking or missing this agent's head.
+    pub hub_log_findings: u64,
+    /// The latest such finding: when, what kind, and what was seen.
+    pub last_hub_log_finding: Option<String>,
 }
 
 pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
@@ -33,6 +42,8 @@ pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
     let head = outbox.head()?;
     let state = outbox.sync_state()?;
     let counts = outbox.outcome_counts()?;
+    let hub_log = outbox.hub_log()?;
+    let (hub_log_findings, last_finding) = outbox.hub_log_findings()?;
     let policy_version = match &enrollment {
         Some(e) => policy::cached_version(outbox, &e.hub_public_key)?,
         None => None,
@@ -40,7 +51,8 @@ pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
     Ok(Status {
         agent_id: enrollment.as_ref().map(|e| e.agent_id.to_string()),
         county: enrollment.as_ref().map(|e| e.county.to_string()),
-        hub_url: enrollment.map(|e| e.hub_url),
+        hub_tls: enrollment.as_ref().map(|e| e.hub_url.trust().describe()),
+        hub_url: enrollment.map(|e| e.hub_url.to_string()),
         head_seq: head.seq,
         acked_seq: state.acked_seq,
         queue_depth: head.seq.saturating_sub(state.acked_seq),
@@ -49,6 +61,10 @@ pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
         policy_version,
         held: counts.held,
         rejected: counts.rejected,
+        hub_log_size: hub_log.map_or(0, |t| t.tree_size),
+        hub_log_findings,
+        last_hub_log_finding: last_finding
+            .map(|f| format!("{} {}: {}", rfc3339(f.at_ms), f.kind, f.detail)),
     })
 }
 
@@ -60,6 +76,7 @@ impl std::fmt::Display for Status {
             ("agent_id", or_dash(&self.agent_id)),
             ("county", or_dash(&self.county)),
             ("hub_url", or_dash(&self.hub_url)),
+            ("hub_tls", or_dash(&self.hub_tls)),
             ("head_seq", self.head_seq.to_string()),
             ("acked_seq", self.acked_seq.to_string()),
             ("queue_depth", self.queue_depth.to_string()),
@@ -71,9 +88,12 @@ impl std::fmt::Display for Status {
             ),
             ("held", self.held.to_string()),
             ("rejected", self.rejected.to_string()),
+            ("hub_log_size", self.hub_log_size.to_string()),
+            ("hub_log_findings", self.hub_log_findings.to_string()),
+            ("last_hub_log_finding", or_dash(&self.last_hub_log_finding)),
         ];
         for (name, value) in rows {
-            writeln!(f, "{name:<15} {value}")?;
+            writeln!(f, "{name:<20} {value}")?;
         }
         Ok(())
     }
@@ -84,7 +104,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_has_exactly_the_contract_keys() {
+    fn json_has_the_contract_keys_and_the_log_figures() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
         let status = read(&outbox).unwrap();
@@ -104,14 +124,18 @@ mod tests {
                 "county",
                 "head_seq",
                 "held",
+                "hub_log_findings",
+                "hub_log_size",
+                "hub_tls",
                 "hub_url",
                 "last_error",
+                "last_hub_log_finding",
                 "last_sync",
                 "policy_version",
                 "queue_depth",
                 "rejected"
             ]
         );
-        assert!(status.to_string().contains("queue_depth     0"));
+        assert!(status.to_string().contains("queue_depth          0"));
     }
 }

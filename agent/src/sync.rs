@@ -18,12 +18,14 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tongbu_shared::KeyPair;
+use tongbu_shared::checkpoint::{self, Finding, Trusted};
 use tongbu_shared::crypto::{Digest, PublicKey};
 use tongbu_shared::envelope::Envelope;
 use tongbu_shared::protocol::{
     AgentState, BatchRequest, ErrorCode, Heartbeat, MAX_BATCH_ENVELOPES, MAX_OUTCOME_UPDATES,
+    Receipt,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::client::{ClientError, Credentials, HubClient};
 use crate::clock::Clock;
@@ -204,6 +206,8 @@ struct Plan {
     batch: Vec<(Envelope, Digest)>,
     last_error: Option<String>,
     outcome_cursor: u64,
+    /// The last hub checkpoint this agent verified.
+    log: Option<Trusted>,
 }
 
 impl Syncer {
@@ -339,6 +343,7 @@ impl Syncer {
                     agent_version: crate::AGENT_VERSION.to_owned(),
                     last_error: plan.last_error,
                     outcome_cursor: plan.outcome_cursor,
+                    log_size: plan.log.map_or(0, |t| t.tree_size),
                 },
                 envelopes: plan.batch.into_iter().map(|(e, _)| e).collect(),
             };
@@ -381,6 +386,7 @@ impl Syncer {
                 }
                 Err(p) => return Err(SyncError::BadReceipt(p.to_string())),
             }
+            self.check_log(&receipt, plan.log).await?;
             let acked = receipt.acked_seq;
             self.hub_policy_version = Some(receipt.policy_version);
             // A full page of updates that moved the cursor: more may wait at the hub.
@@ -420,9 +426,79 @@ impl Syncer {
                     batch: o.envelopes_after(&agent, state.acked_seq, limit)?,
                     last_error: state.last_error,
                     outcome_cursor: state.outcome_cursor,
+                    log: o.hub_log()?,
                 })
             })
             .await?)
+    }
+
+    /// Checks the receipt's log proof against the checkpoint this agent trusts (`held`) and
+    /// records the result: the new checkpoint, and any finding, logged as an error and kept
+    /// as evidence. A log that shrank or forked means the hub lost or rewrote history: the
+    /// next round re-reads its watermark, and what it lost is sent again.
+    async fn check_log(
+        &mut self,
+        receipt: &Receipt,
+        held: Option<Trusted>,
+    ) -> Result<(), SyncError> {
+        let (checked, shown) = match &receipt.log {
+            Some(proof) => {
+                let checked = checkpoint::check(
+                    &self.creds.hub_key,
+                    &self.creds.agent,
+                    receipt.acked_seq,
+                    &receipt.head_hash,
+                    proof,
+                    held.as_ref(),
+                )
+                .map_err(|e| SyncError::BadReceipt(format!("the log checkpoint: {e}")))?;
+                let shown = serde_json::to_string(&proof.checkpoint)
+                    .map_err(|e| SyncError::BadReceipt(e.to_string()))?;
+                (Some(checked), shown)
+            }
+            None => (None, String::from("null")),
+        };
+        let (trusted, findings) = match (&checked, held) {
+            (Some(c), _) => {
+                // Trust the new checkpoint once it is proven to extend the old one, or after
+                // reporting that it does not (so one incident is reported once).
+                let keep_old = !c.consistency_checked && c.findings.is_empty();
+                let trusted = if keep_old {
+                    held
+                } else {
+                    Some(Trusted::from(c.checkpoint))
+                };
+                (trusted, c.findings.clone())
+            }
+            // A hub with an empty log after showing a checkpoint lost everything.
+            (None, Some(h)) if h.tree_size > 0 => (
+                None,
+                vec![Finding::Rollback {
+                    held: h.tree_size,
+                    shown: 0,
+                }],
+            ),
+            (None, _) => return Ok(()),
+        };
+        if trusted == held && findings.is_empty() {
+            return Ok(());
+        }
+        for f in &findings {
+            error!(kind = f.kind(), "{f}");
+        }
+        if findings
+            .iter()
+            .any(|f| !matches!(f, Finding::NotIncluded { .. }))
+        {
+            self.need_watermark = true;
+        }
+        let now = self.clock.now_ms();
+        self.outbox
+            .call(move |o| {
+                o.record_hub_log(trusted.as_ref(), held.as_ref(), &findings, &shown, now)
+            })
+            .await?;
+        Ok(())
     }
 
     /// Reads the hub's watermark and moves the local `acked_seq` to it when both chains agree.

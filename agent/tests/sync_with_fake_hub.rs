@@ -239,7 +239,7 @@ async fn an_unreachable_hub_is_a_transient_error() {
     let dead = listener.local_addr().unwrap();
     drop(listener);
     let mut enrollment = h.outbox.enrollment().unwrap().unwrap();
-    enrollment.hub_url = format!("http://{dead}");
+    enrollment.hub_url = tongbu_agent::tls::HubUrl::plain(&format!("http://{dead}")).unwrap();
     h.syncer = Syncer::new(
         SharedOutbox::new(Outbox::open(&h._dir.path().join("outbox.db")).unwrap()),
         &enrollment,

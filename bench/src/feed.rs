@@ -89,6 +89,7 @@ impl BenchAgent {
                 agent_version: "bench".into(),
                 last_error: None,
                 outcome_cursor: self.cursor,
+                log_size: 0,
             },
             envelopes,
         };

@@ -90,6 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         agent_version: "0.1.0".into(),
         last_error: Some("hub unreachable: connection refused".into()),
         outcome_cursor: 17,
+        log_size: 0,
     };
     let batch = BatchRequest {
         heartbeat: heartbeat.clone(),
@@ -125,3 +126,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("seed corpora written under {}", root.display());
     Ok(())
 }
+}log_size: 0,

@@ -9,6 +9,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
+use tongbu_shared::certpin::{CertFingerprint, pinned_token};
 use tongbu_shared::ids::{AgentId, CountyCode};
 use tongbu_shared::protocol::{AgentRow, AgentState};
 use tongbu_shared::record::Text;
@@ -127,7 +128,8 @@ pub struct IssuedToken {
     pub expires_at_ms: i64,
 }
 
-/// Issues a one-time enrollment token for `county`, valid for `ttl_hours`.
+/// Issues a one-time enrollment token for `county`, valid for `ttl_hours` (without a
+/// certificate pin: for agents that reach the hub over plain loopback HTTP).
 pub fn issue_token(
     w: &mut dyn Writes,
     now_ms: i64,
@@ -136,13 +138,32 @@ pub fn issue_token(
     county: &CountyCode,
     ttl_hours: u32,
 ) -> Result<IssuedToken, AdminError> {
+    issue_pinned_token(w, now_ms, actor, rng, county, ttl_hours, None)
+}
+
+/// [`issue_token`], the token carrying `pin`, the hub's TLS certificate fingerprint
+/// (`tbe_<secret>.<pin>`, see [`tongbu_shared::certpin`]): the agent trusts exactly that
+/// certificate on its first https contact. The whole string is the token; only its hash is
+/// stored, so enrollment checks it like any other.
+pub fn issue_pinned_token(
+    w: &mut dyn Writes,
+    now_ms: i64,
+    actor: &str,
+    rng: &dyn SecureRandom,
+    county: &CountyCode,
+    ttl_hours: u32,
+    pin: Option<&CertFingerprint>,
+) -> Result<IssuedToken, AdminError> {
     if ttl_hours == 0 || ttl_hours > MAX_TOKEN_TTL_HOURS {
         return Err(AdminError::BadTtl(ttl_hours));
     }
     if w.county(county)?.is_none() {
         return Err(AdminError::UnknownCounty(county.clone()));
     }
-    let token = new_secret(TOKEN_PREFIX, rng)?;
+    let mut token = new_secret(TOKEN_PREFIX, rng)?;
+    if let Some(pin) = pin {
+        token = Secret(pinned_token(token.expose(), pin));
+    }
     let expires_at_ms = now_ms.saturating_add(i64::from(ttl_hours) * 3_600_000);
     w.insert_enroll_token(
         &secret_hash(token.expose()),
@@ -277,16 +298,17 @@ pub fn add_county_in(
     store::write(store, |w| add_county(w, now_ms, "cli", code, name))
 }
 
-/// [`issue_token`] as one transaction of its own, for the CLI and the demo.
+/// [`issue_pinned_token`] as one transaction of its own, for the CLI.
 pub fn issue_token_in(
     store: &mut dyn Store,
     now_ms: i64,
     rng: &dyn SecureRandom,
     county: &CountyCode,
     ttl_hours: u32,
+    pin: Option<&CertFingerprint>,
 ) -> Result<IssuedToken, AdminError> {
     store::write(store, |w| {
-        issue_token(w, now_ms, "cli", rng, county, ttl_hours)
+        issue_pinned_token(w, now_ms, "cli", rng, county, ttl_hours, pin)
     })
 }
 
@@ -335,14 +357,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path()).unwrap();
         let rng = SystemRandom::new();
-        let err = issue_token_in(&mut store, 0, &rng, &code(), 72).unwrap_err();
+        let err = issue_token_in(&mut store, 0, &rng, &code(), 72, None).unwrap_err();
         assert!(matches!(err, AdminError::UnknownCounty(_)));
         add_county_in(&mut store, 0, &code(), "望城区").unwrap();
         assert!(matches!(
-            issue_token_in(&mut store, 0, &rng, &code(), 0),
+            issue_token_in(&mut store, 0, &rng, &code(), 0, None),
             Err(AdminError::BadTtl(0))
         ));
-        let issued = issue_token_in(&mut store, 1000, &rng, &code(), 2).unwrap();
+        let issued = issue_token_in(&mut store, 1000, &rng, &code(), 2, None).unwrap();
         assert!(issued.token.expose().starts_with(TOKEN_PREFIX));
         assert_eq!(issued.token.expose().len(), 4 + 43);
         assert_eq!(issued.expires_at_ms, 1000 + 2 * 3_600_000);
@@ -353,6 +375,32 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(stored.expires_at_ms, issued.expires_at_ms);
+    }
+
+    #[test]
+    fn a_pinned_token_carries_the_certificate_and_is_stored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let rng = SystemRandom::new();
+        add_county_in(&mut store, 0, &code(), "望城区").unwrap();
+        let pin = CertFingerprint::of_der(b"the hub's certificate");
+        let issued = issue_token_in(&mut store, 1, &rng, &code(), 2, Some(&pin)).unwrap();
+        let token = issued.token.expose();
+        assert!(token.starts_with(TOKEN_PREFIX), "{token}");
+        assert_eq!(token.len(), 4 + 43 + 1 + 43, "{token}");
+        assert_eq!(tongbu_shared::certpin::token_pin(token).unwrap(), Some(pin));
+        // The hub knows the token by the hash of the whole printed string, pin included: a
+        // token whose pin was swapped is not a token.
+        let mut stored = |t: &str| {
+            store::read(&mut store, |r| r.enroll_token(&secret_hash(t)))
+                .unwrap()
+                .is_some()
+        };
+        assert!(stored(token));
+        let (secret, _) = token.rsplit_once('.').unwrap();
+        assert!(!stored(secret));
+        let other = pinned_token(secret, &CertFingerprint::of_der(b"a man in the middle"));
+        assert!(!stored(&other));
     }
 
     #[test]

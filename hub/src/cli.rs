@@ -11,11 +11,14 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use ring::rand::SystemRandom;
 use tongbu_hub::admin::{self, CountyAdded, DEFAULT_TOKEN_TTL_HOURS};
+use tongbu_hub::audit;
 use tongbu_hub::clock::{Clock as _, SystemClock};
-use tongbu_hub::console::users;
+use tongbu_hub::console::{ConsoleConfig, users};
+use tongbu_hub::http::{PlainHttp, Transport};
 use tongbu_hub::keys;
 use tongbu_hub::policy;
 use tongbu_hub::store::Role;
+use tongbu_hub::tls;
 use tongbu_hub::{Hub, SqliteStore};
 use tongbu_shared::CountyCode;
 use tongbu_shared::policy::PolicyDoc;
@@ -40,11 +43,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the hub API until SIGTERM or SIGINT.
+    /// Serve the hub API until SIGTERM or SIGINT: HTTPS, and plain HTTP for this machine
+    /// (loopback) on the same port.
     Serve {
         /// Address to listen on (port 0 picks a free port; the READY line tells which).
         #[arg(long, default_value = "127.0.0.1:8440")]
         listen: String,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Who may speak plain HTTP on the port: `loopback` (this machine only: local scripts,
+        /// a TLS-terminating proxy on the same host) or `off` (HTTPS only).
+        #[arg(long, value_enum, default_value = "loopback")]
+        plain_http: PlainHttpArg,
+    },
+    /// The hub's TLS certificate.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
     },
     /// Manage counties.
     County {
@@ -77,6 +92,11 @@ pub enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Check the hub's records offline: signatures, chains, the Merkle log and its checkpoints.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Run a hub with three simulated counties, each with a real agent, in one process.
     Demo {
@@ -125,7 +145,71 @@ pub enum TokenCommand {
         /// Hours until the token expires.
         #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_HOURS)]
         ttl_hours: u32,
+        /// The certificate `serve` presents (PEM), whose fingerprint the token carries.
+        /// Default: <data-dir>/tls/cert.pem (made, with its key, if missing, as `serve` would).
+        #[arg(long, value_name = "FILE", env = "TONGBU_HUB_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Print the SHA-256 fingerprint of the hub's certificate (64 lowercase hex digits) alone;
+    /// agents pin it with `tongbu-agent enroll --cert-sha256`.
+    Show {
+        /// The certificate file. Default: <data-dir>/tls/cert.pem.
+        #[arg(long, value_name = "FILE", env = "TONGBU_HUB_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
+    },
+}
+
+/// Where `serve` gets its certificate and key.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain (end-entity first) to serve HTTPS with; needs --tls-key.
+    /// Default: <data-dir>/tls/cert.pem and key.pem, a self-signed pair made on first run.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "TONGBU_HUB_TLS_CERT"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "TONGBU_HUB_TLS_KEY"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Another name (DNS name or IP address) for the self-signed certificate made on first
+    /// run; repeat for more. localhost, 127.0.0.1, ::1 and this machine's name are always in.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_san: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlainHttpArg {
+    Loopback,
+    Off,
+}
+
+impl From<PlainHttpArg> for PlainHttp {
+    fn from(p: PlainHttpArg) -> PlainHttp {
+        match p {
+            PlainHttpArg::Loopback => PlainHttp::Loopback,
+            PlainHttpArg::Off => PlainHttp::Off,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-check every envelope's signature and chain, rebuild the Merkle log and compare it
+    /// node by node, and check every signed checkpoint; exits non-zero naming what is wrong.
+    /// Reads only: it may run beside a serving hub.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,7 +282,14 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir;
     match cli.command {
-        Command::Serve { listen } => serve(data_dir, &listen),
+        Command::Serve {
+            listen,
+            tls,
+            plain_http,
+        } => serve(data_dir, &listen, &tls, plain_http.into()),
+        Command::Tls {
+            command: TlsCommand::Show { tls_cert },
+        } => tls_show(&data_dir, tls_cert),
         Command::County {
             command: CountyCommand::Add { code, name },
         } => {
@@ -211,12 +302,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token {
-            command: TokenCommand::Issue { county, ttl_hours },
+            command:
+                TokenCommand::Issue {
+                    county,
+                    ttl_hours,
+                    tls_cert,
+                },
         } => {
             let mut store = open_store(&data_dir)?;
+            let pin = match tls_cert {
+                Some(path) => tls::load_cert(&path)?.fingerprint,
+                None => hub_identity(&data_dir, &[])?.cert.fingerprint,
+            };
             let rng = SystemRandom::new();
-            let issued =
-                admin::issue_token_in(&mut store, SystemClock.now_ms(), &rng, &county, ttl_hours)?;
+            let issued = admin::issue_token_in(
+                &mut store,
+                SystemClock.now_ms(),
+                &rng,
+                &county,
+                ttl_hours,
+                Some(&pin),
+            )?;
             print_secret(issued.token.expose())
         }
         Command::Apikey {
@@ -228,6 +334,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 admin::create_api_key_in(&mut store, SystemClock.now_ms(), &rng, role.into())?;
             print_secret(key.expose())
         }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => audit_verify(&data_dir),
         Command::Demo {
             listen,
             fresh,
@@ -349,6 +458,62 @@ fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// `audit verify`: the report on stdout, progress on stderr (a line per tenth).
+fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let key = keys::load(data_dir)
+        .with_context(|| format!("cannot read the hub key in {}", data_dir.display()))?;
+    let mut store = SqliteStore::open_reader(data_dir)
+        .with_context(|| format!("cannot open the hub database in {}", data_dir.display()))?;
+    eprintln!("audit: checking the database file (integrity_check)");
+    store.check_integrity(true)?;
+    let started = std::time::Instant::now();
+    let mut shown = 0;
+    let report = audit::verify(&mut store, &key.public_key(), &mut |p| {
+        let tenth = (p.done * 10).checked_div(p.total).unwrap_or(10);
+        if tenth > shown || p.done == p.total {
+            shown = tenth;
+            eprintln!("audit: {} of {} envelopes checked", p.done, p.total);
+        }
+    })?;
+    let mut out = std::io::stdout().lock();
+    let root = report.root.map_or_else(|| "-".to_owned(), |r| r.to_hex());
+    writeln!(
+        out,
+        "envelopes     {} (signatures, chains, hashes)",
+        report.envelopes
+    )?;
+    writeln!(out, "agents        {}", report.agents)?;
+    writeln!(
+        out,
+        "log           {} entries, root {root}",
+        report.tree_size
+    )?;
+    writeln!(
+        out,
+        "checkpoints   {} (signatures and roots)",
+        report.checkpoints
+    )?;
+    writeln!(
+        out,
+        "took          {:.1} s",
+        started.elapsed().as_secs_f64()
+    )?;
+    if report.ok() {
+        writeln!(out, "result        OK")?;
+        return Ok(());
+    }
+    writeln!(out, "result        {} PROBLEMS", report.problem_count)?;
+    for p in &report.problems {
+        writeln!(out, "  {p}")?;
+    }
+    out.flush()?;
+    anyhow::bail!(
+        "the audit found {} problems in {}",
+        report.problem_count,
+        data_dir.display()
+    )
+}
+
 /// The hub's signing key (made on first use, like `serve` does).
 fn hub_key(data_dir: &std::path::Path) -> anyhow::Result<tongbu_shared::KeyPair> {
     keys::load_or_create(data_dir, &SystemRandom::new())
@@ -367,7 +532,48 @@ fn print_secret(secret: &str) -> anyhow::Result<()> {
         .context("cannot write to stdout")
 }
 
-fn serve(data_dir: PathBuf, listen: &str) -> anyhow::Result<()> {
+/// The data directory's TLS pair, made (self-signed, naming `extra_names` too) when missing:
+/// what `serve` presents and `token issue` pins, unless they are given files.
+fn hub_identity(
+    data_dir: &std::path::Path,
+    extra_names: &[String],
+) -> anyhow::Result<tls::HubIdentity> {
+    let identity = tls::load_or_generate(data_dir, extra_names, SystemClock.now_ms() / 1000)?;
+    if identity.generated {
+        tracing::info!(
+            cert = %identity.cert.path.display(),
+            cert_sha256 = %identity.cert.fingerprint.to_hex(),
+            "made a self-signed TLS certificate for this hub (agents pin it through their enrollment tokens)"
+        );
+    }
+    Ok(identity)
+}
+
+fn tls_show(data_dir: &std::path::Path, cert: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = cert.unwrap_or_else(|| tls::TlsFiles::in_data_dir(data_dir).cert);
+    if !path.exists() {
+        anyhow::bail!(
+            "no certificate at {} yet: `tongbu-hub serve` or `tongbu-hub token issue` makes a self-signed one on first run (or pass --tls-cert FILE)",
+            path.display()
+        );
+    }
+    let cert = tls::load_cert(&path)?;
+    print_secret(&cert.fingerprint.to_hex())?;
+    eprintln!(
+        "{} ({} certificate(s)); agents pin it through tokens from `tongbu-hub token issue`, or with `tongbu-agent enroll --cert-sha256 {}`",
+        path.display(),
+        cert.chain.len(),
+        cert.fingerprint.to_hex()
+    );
+    Ok(())
+}
+
+fn serve(
+    data_dir: PathBuf,
+    listen: &str,
+    tls_args: &TlsArgs,
+    plain: PlainHttp,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -375,6 +581,19 @@ fn serve(data_dir: PathBuf, listen: &str) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let hub = Hub::open(&data_dir, Arc::new(SystemClock))
             .with_context(|| format!("cannot open the hub in {}", data_dir.display()))?;
+        let identity = match (&tls_args.tls_cert, &tls_args.tls_key) {
+            (Some(cert), Some(key)) => {
+                if !tls_args.tls_san.is_empty() {
+                    tracing::warn!("--tls-san names only a generated certificate; it is ignored with --tls-cert");
+                }
+                tls::load(&tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })?
+            }
+            _ => hub_identity(&data_dir, &tls_args.tls_san)?,
+        };
+        let config = identity.server_config()?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -382,15 +601,45 @@ fn serve(data_dir: PathBuf, listen: &str) -> anyhow::Result<()> {
             .local_addr()
             .context("cannot read the bound address")?;
         tracing::info!(%addr, data_dir = %data_dir.display(), hub_key = %hub.public_key().fingerprint(), "hub serving");
+        tracing::info!(
+            url = %format!("https://{addr}"),
+            cert = %identity.cert.path.display(),
+            cert_sha256 = %identity.cert.fingerprint.to_hex(),
+            "HTTPS on; enrollment tokens carry this certificate's fingerprint"
+        );
+        let scheme = match plain {
+            PlainHttp::Loopback => {
+                tracing::warn!(
+                    url = %format!("http://{addr}"),
+                    "PLAIN HTTP IS ACCEPTED FROM LOOPBACK PEERS (this machine only) on the same port; any other peer must use https (--plain-http off refuses plain HTTP from everyone)"
+                );
+                "http"
+            }
+            PlainHttp::Off => {
+                tracing::info!("plain HTTP is off: HTTPS only");
+                "https"
+            }
+        };
         {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "READY listen=http://{addr}")
+            writeln!(out, "READY listen={scheme}://{addr}")
                 .and_then(|()| out.flush())
                 .context("cannot write to stdout")?;
         }
-        tongbu_hub::serve_hub(hub, listener, shutdown_signal(), tongbu_hub::DEFAULT_EXPIRE_EVERY)
-            .await
-            .context("the server failed")?;
+        let console = ConsoleConfig {
+            token_pin: Some(identity.cert.fingerprint),
+            ..ConsoleConfig::default()
+        };
+        tongbu_hub::serve_hub_over(
+            hub,
+            listener,
+            shutdown_signal(),
+            tongbu_hub::DEFAULT_EXPIRE_EVERY,
+            console,
+            Transport::Tls { config, plain },
+        )
+        .await
+        .context("the server failed")?;
         tracing::info!("hub stopped");
         Ok(())
     })
@@ -504,6 +753,7 @@ mod tests {
                 "/tmp/x",
             ],
             vec!["tongbu-hub", "policy", "show", "--data-dir", "/tmp/x"],
+            vec!["tongbu-hub", "tls", "show", "--data-dir", "/tmp/x"],
             vec![
                 "tongbu-hub",
                 "admin",
@@ -525,5 +775,56 @@ mod tests {
                 .is_err()
         );
         assert!(Cli::try_parse_from(["tongbu-hub", "apikey", "create", "--role", "root"]).is_err());
+    }
+
+    #[test]
+    fn serve_takes_a_certificate_and_key_together_and_a_plain_http_policy() {
+        let serve = |extra: &[&str]| {
+            let mut args = vec!["tongbu-hub", "serve", "--listen", "127.0.0.1:0"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        match serve(&[]).unwrap().command {
+            Command::Serve {
+                tls, plain_http, ..
+            } => {
+                assert!(tls.tls_cert.is_none() && tls.tls_key.is_none());
+                assert!(matches!(plain_http, PlainHttpArg::Loopback));
+            }
+            other => panic!("{other:?}"),
+        }
+        let both = serve(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--plain-http",
+            "off",
+            "--tls-san",
+            "hub.example.cn",
+            "--tls-san",
+            "10.0.0.8",
+        ])
+        .unwrap();
+        match both.command {
+            Command::Serve {
+                tls, plain_http, ..
+            } => {
+                assert_eq!(tls.tls_cert, Some(PathBuf::from("c.pem")));
+                assert_eq!(tls.tls_key, Some(PathBuf::from("k.pem")));
+                assert_eq!(tls.tls_san, ["hub.example.cn", "10.0.0.8"]);
+                assert!(matches!(plain_http, PlainHttpArg::Off));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            serve(&["--tls-cert", "c.pem"]).is_err(),
+            "a cert without its key"
+        );
+        assert!(
+            serve(&["--tls-key", "k.pem"]).is_err(),
+            "a key without its cert"
+        );
+        assert!(serve(&["--plain-http", "everyone"]).is_err());
     }
 }

@@ -164,7 +164,7 @@ async fn run_async(opts: DemoOptions) -> anyhow::Result<()> {
         let agent_id = match tongbu_agent::service::open_enrolled(&agent_dir) {
             Ok(agent) => {
                 // The hub may listen elsewhere this time (e.g. port 0): follow it.
-                if agent.enrollment.hub_url != hub_url {
+                if agent.enrollment.hub_url.as_str() != hub_url {
                     tongbu_agent::service::set_hub_url(&agent_dir, &hub_url)?;
                 }
                 agent.enrollment.agent_id.to_string()

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use ring::rand::SystemRandom;
 use tongbu_shared::KeyPair;
+use tongbu_shared::checkpoint::LogProof;
 use tongbu_shared::crypto::PublicKey;
 use tongbu_shared::envelope::Envelope;
 use tongbu_shared::ids::{AgentId, CountyCode};
@@ -30,12 +31,14 @@ use crate::enroll::{self, EnrollError};
 use crate::ingest::{self, Applied, Contact, IngestError, VerifiedBatch};
 use crate::keys::{self, KeyError};
 use crate::ledger::{self, Judged};
+use crate::log;
 use crate::metrics::{Gauges, Metrics};
 use crate::policy::{self, CurrentPolicy, PolicyAdminError, PolicyCache, PolicySet};
 use crate::replay::ReplayGuard;
 use crate::rotate::{self, AgentKeys, RotateError};
 use crate::store::{
-    self, AgentRecord, Role, SqliteStore, StoreError, StoredEnvelope, ViolationFilter, ViolationRow,
+    self, AgentRecord, Role, SqliteStore, StoreError, StoredCheckpoint, StoredEnvelope,
+    ViolationFilter, ViolationRow,
 };
 
 /// Who the in-process admin calls are recorded as in the audit log.
@@ -71,7 +74,7 @@ pub struct Hub {
 
 struct Inner {
     db: Db,
-    key: KeyPair,
+    key: Arc<KeyPair>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     metrics: Metrics,
@@ -109,11 +112,18 @@ impl Hub {
             }
             tracing::info!(records = judged, "judged records stored before the ledger");
         }
+        loop {
+            let added = store::write(&mut writer, log::catch_up)?;
+            if added == 0 {
+                break;
+            }
+            tracing::info!(records = added, "added records stored before the log to it");
+        }
         let db = Db::start_sqlite(writer, data_dir)?;
         Ok(Hub {
             inner: Arc::new(Inner {
                 db,
-                key,
+                key: Arc::new(key),
                 clock,
                 rng,
                 metrics: Metrics::default(),
@@ -225,14 +235,30 @@ impl Hub {
             }
         };
         let policies = self.inner.policies.clone();
+        let key = Arc::clone(&self.inner.key);
+        let log_from = batch.heartbeat.log_size;
         let applied = self
             .db()
-            .write(move |w| ingest::apply(w, &policies, &verified, &contact, cursor))
+            .write(move |w| {
+                let applied = ingest::apply(w, &policies, &verified, &contact, cursor)?;
+                let sealed = match &applied {
+                    Applied::Stored(_) => log::seal(w, &key, now)?,
+                    Applied::Refused(_) => None,
+                };
+                Ok::<_, StoreError>((applied, sealed))
+            })
             .await;
         match applied {
-            Ok(Applied::Stored(stored)) => {
+            Ok((Applied::Stored(stored), sealed)) => {
                 metrics.envelopes_stored(stored.appended);
                 metrics.judged(&stored.judged);
+                let log = match sealed {
+                    Some(at) => Some(self.log_proof(at, &id, stored.acked_seq, log_from).await?),
+                    None => None,
+                };
+                if log.as_ref().map_or(0, |l| l.consistency_from) == 0 && log_from > 0 {
+                    self.agent_holds_a_larger_log(&id, log_from, log.as_ref());
+                }
                 self.sign(&Receipt {
                     agent_id: id,
                     acked_seq: stored.acked_seq,
@@ -242,9 +268,10 @@ impl Hub {
                     updates: stored.updates,
                     outcome_cursor: stored.outcome_cursor,
                     policy_version: stored.policy_version,
+                    log,
                 })
             }
-            Ok(Applied::Refused(e)) => {
+            Ok((Applied::Refused(e), _)) => {
                 metrics.batch_refused();
                 if matches!(e, IngestError::Equivocation { .. }) {
                     metrics.equivocation();
@@ -255,6 +282,40 @@ impl Hub {
                 metrics.batch_refused();
                 Err(e.into())
             }
+        }
+    }
+
+    /// The log proof for a receipt, built on a reader after the batch committed (the log
+    /// never changes below a signed size).
+    async fn log_proof(
+        &self,
+        at: StoredCheckpoint,
+        agent: &AgentId,
+        acked_seq: u64,
+        from: u64,
+    ) -> Result<LogProof, IngestError> {
+        let agent = agent.clone();
+        Ok(self
+            .db()
+            .read(move |r| log::proof(r, &at, &agent, acked_seq, from))
+            .await?)
+    }
+
+    /// An agent verified a checkpoint larger than this hub's whole log: this database was
+    /// restored from an older copy (or replaced). Said loudly and counted; the agent, which
+    /// sees the smaller checkpoint, reports it too and re-sends what the hub lost.
+    fn agent_holds_a_larger_log(&self, agent: &AgentId, held: u64, log: Option<&LogProof>) {
+        let size = log
+            .and_then(|l| l.checkpoint.verify(&self.public_key()).ok())
+            .map_or(0, |c| c.tree_size);
+        if held > size {
+            self.inner.metrics.log_rollback_seen();
+            tracing::error!(
+                agent = %agent,
+                agent_checkpoint = held,
+                hub_log = size,
+                "an agent holds a checkpoint of this hub's log larger than the log: the database was restored from an older copy or replaced; agents re-send what was lost"
+            );
         }
     }
 

@@ -26,6 +26,7 @@ use tongbu_shared::record::Record;
 use tongbu_shared::rules::Pending;
 
 use crate::ledger::{self, Judged, TxLedger};
+use crate::log;
 use crate::policy::{PolicyCache, current_version};
 use crate::rotate::AgentKeys;
 use crate::store::{
@@ -479,6 +480,16 @@ fn judge_new(
         })
         .collect();
     w.insert_envelopes(now_ms, &rows)?;
+    let leaves: Vec<log::Leaf<'_>> = rows
+        .iter()
+        .map(|r| log::Leaf {
+            agent,
+            seq: r.envelope.seq,
+            hash: r.hash,
+            arrival: r.arrival,
+        })
+        .collect();
+    log::append(w, &leaves)?;
     let mut ledger = TxLedger::new(w, policies, now_ms);
     for (v, arrival) in new.iter().zip(first_arrival..) {
         let e = &v.envelope;
@@ -668,6 +679,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             last_error: Some("network down".into()),
             outcome_cursor: 0,
+            log_size: 0,
         }
     }
 
@@ -1028,6 +1040,7 @@ mod tests {
             agent_version: "v".repeat(500),
             last_error: Some("错".repeat(5000)),
             outcome_cursor: 0,
+            log_size: 0,
         };
         let c = Contact::with_heartbeat(0, &hb);
         let hb = c.heartbeat.unwrap();

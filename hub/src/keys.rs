@@ -28,10 +28,20 @@ pub enum KeyError {
 
 /// Loads the hub key from `data_dir`, making and storing a new one if there is none yet.
 pub fn load_or_create(data_dir: &Path, rng: &dyn SecureRandom) -> Result<KeyPair, KeyError> {
+    match load(data_dir) {
+        Err(KeyError::Read { path, source }) if source.kind() == io::ErrorKind::NotFound => {
+            create(&path, rng)
+        }
+        other => other,
+    }
+}
+
+/// Loads the hub key from `data_dir`; a missing key is an error (for commands that only
+/// check what exists, like `audit verify`).
+pub fn load(data_dir: &Path) -> Result<KeyPair, KeyError> {
     let path = data_dir.join(KEY_FILE);
     match fs::read(&path) {
         Ok(doc) => KeyPair::from_pkcs8(&doc).map_err(|source| KeyError::Invalid { path, source }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => create(&path, rng),
         Err(source) => Err(KeyError::Read { path, source }),
     }
 }
@@ -51,7 +61,8 @@ fn create(path: &Path, rng: &dyn SecureRandom) -> Result<KeyPair, KeyError> {
     Ok(key)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to a new file readable by its owner only (0600) and flushes it to disk.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -64,7 +75,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Flushes a directory, so the renames in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         fs::File::open(dir)?.sync_all()

@@ -15,8 +15,9 @@
 //!   [`rotate`]: agent key rotation and the key ring (which key signed which seq);
 //! - [`store`]: the narrow storage interface and its SQLite backend; [`db`]: its async face
 //!   (one writer thread, a pool of readers);
-//! - [`http`]: the axum routes; [`keys`]: the hub's signing key; [`clock`]: injected time;
-//!   [`metrics`]: Prometheus counters.
+//! - [`http`]: the axum routes and the accept loop (HTTPS and loopback plain HTTP on one port);
+//!   [`tls`]: the hub's certificate and key (a self-signed pair on first run); [`keys`]: the
+//!   hub's signing key; [`clock`]: injected time; [`metrics`]: Prometheus counters.
 //!
 //! Architecture invariants: only `http` knows HTTP; only `store::sqlite` and `migrations/`
 //! know SQL; the rules live in the shared crate and the hub only stores what they decide;
@@ -26,6 +27,7 @@
 //! transaction has committed.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod console;
@@ -37,11 +39,13 @@ pub mod hub;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;
+pub mod log;
 pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod rotate;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -62,6 +66,8 @@ pub struct ServeConfig {
     pub expire_every: Duration,
     /// Console sessions and logins.
     pub console: console::ConsoleConfig,
+    /// HTTPS and/or plain HTTP (see [`http::listener`]).
+    pub transport: http::Transport,
 }
 
 impl ServeConfig {
@@ -72,6 +78,7 @@ impl ServeConfig {
             clock: Arc::new(SystemClock),
             expire_every: DEFAULT_EXPIRE_EVERY,
             console: console::ConsoleConfig::default(),
+            transport: http::Transport::Plain,
         }
     }
 }
@@ -81,6 +88,7 @@ impl std::fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("data_dir", &self.data_dir)
             .field("expire_every", &self.expire_every)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
@@ -101,7 +109,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let hub = Hub::open(&config.data_dir, config.clock)?;
-    serve_hub_with(hub, listener, shutdown, config.expire_every, config.console).await?;
+    serve_hub_over(
+        hub,
+        listener,
+        shutdown,
+        config.expire_every,
+        config.console,
+        config.transport,
+    )
+    .await?;
     Ok(())
 }
 
@@ -132,6 +148,26 @@ pub async fn serve_hub_with(
     expire_every: Duration,
     console: console::ConsoleConfig,
 ) -> std::io::Result<()> {
+    serve_hub_over(
+        hub,
+        listener,
+        shutdown,
+        expire_every,
+        console,
+        http::Transport::Plain,
+    )
+    .await
+}
+
+/// [`serve_hub_with`] over `transport` (HTTPS, and plain HTTP for loopback peers or none).
+pub async fn serve_hub_over(
+    hub: Hub,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    expire_every: Duration,
+    console: console::ConsoleConfig,
+    transport: http::Transport,
+) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // The expiry task stops when shutdown is signalled, or when the server ends any other
     // way (the sender is dropped with it).
@@ -142,7 +178,7 @@ pub async fn serve_hub_with(
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
     ));
-    let served = http::serve_with(hub, listener, console, async move {
+    let served = http::serve_over(hub, listener, console, transport, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     })

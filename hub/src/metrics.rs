@@ -30,6 +30,7 @@ pub struct Metrics {
     batches: AtomicU64,
     batches_refused: AtomicU64,
     equivocations: AtomicU64,
+    log_rollbacks_seen: AtomicU64,
     /// Decisions by outcome, in the order of [`OUTCOMES`].
     decisions: [AtomicU64; 3],
     /// Violations by code, in the order of `codes`.
@@ -46,6 +47,7 @@ impl Default for Metrics {
             batches: AtomicU64::new(0),
             batches_refused: AtomicU64::new(0),
             equivocations: AtomicU64::new(0),
+            log_rollbacks_seen: AtomicU64::new(0),
             decisions: Default::default(),
             violations: codes.iter().map(|_| AtomicU64::new(0)).collect(),
             codes,
@@ -98,6 +100,11 @@ impl Metrics {
         self.equivocations.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An agent showed a checkpoint larger than the hub's whole log.
+    pub fn log_rollback_seen(&self) {
+        self.log_rollbacks_seen.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The exposition text, with the gauges read from the store.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
@@ -126,6 +133,11 @@ impl Metrics {
                 "tongbu_equivocations_total",
                 "Equivocations detected (agents quarantined).",
                 &self.equivocations,
+            ),
+            (
+                "tongbu_log_rollbacks_seen_total",
+                "Batches from agents holding a checkpoint larger than the hub's log (restored from an older copy).",
+                &self.log_rollbacks_seen,
             ),
         ];
         for (name, help, value) in counters {

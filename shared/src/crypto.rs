@@ -32,6 +32,8 @@ pub enum Domain {
     Rotate,
     /// The hub's confirmation of a key rotation.
     KeyRotated,
+    /// A checkpoint of the hub's Merkle log (tree size and root) signed by the hub.
+    Checkpoint,
 }
 
 impl Domain {
@@ -46,6 +48,7 @@ impl Domain {
             Domain::Policy => b"tongbu/v1/policy\n",
             Domain::Rotate => b"tongbu/v1/rotate\n",
             Domain::KeyRotated => b"tongbu/v1/key-rotated\n",
+            Domain::Checkpoint => b"tongbu/v1/checkpoint\n",
         }
     }
 }

@@ -8,19 +8,24 @@
 //! - [`input`]: splitting a submission (JSON array or JSON Lines) into records, keeping bytes;
 //! - [`clock`]: the `Clock` trait, a manual clock for tests, the RFC 3339 report format;
 //! - [`crypto`]: Ed25519 keys, signatures, SHA-256 digests and signature domains;
+//! - [`certpin`]: the hub's TLS certificate fingerprint as agents pin it, and pinned tokens;
 //! - [`envelope`]: the signed envelope, its signing bytes and the per-agent hash chain;
 //! - [`signed`]: hub-signed documents and agent-signed requests;
+//! - [`merkle`], [`checkpoint`]: the hub's RFC 9162 transparency log, signed checkpoints, proofs;
 //! - [`policy`]: catalogue, negative list and rule settings; signed policy bundles;
 //! - [`protocol`]: the v1 wire types, paths and error codes;
 //! - [`rules`]: the in-step rules and the ledger engine (generic over its storage);
 //! - [`sample`]: deterministic realistic records for the demo and tests.
 
+pub mod certpin;
+pub mod checkpoint;
 pub mod clock;
 pub mod crypto;
 pub mod date;
 pub mod envelope;
 pub mod ids;
 pub mod input;
+pub mod merkle;
 pub mod money;
 pub mod policy;
 pub mod protocol;

@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::LogProof;
 use crate::crypto::{Digest, Domain, PublicKey, Signature};
 use crate::envelope::Envelope;
 use crate::ids::{AgentId, CountyCode};
@@ -114,6 +115,14 @@ pub struct Heartbeat {
     /// sends the changes after it.
     #[serde(default)]
     pub outcome_cursor: u64,
+    /// The size of the last hub checkpoint this agent verified: the hub proves its log
+    /// extends that tree (0: none yet).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_size: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +197,10 @@ pub struct Receipt {
     /// The hub's current policy version: an agent holding an older one pulls the new bundle.
     #[serde(default)]
     pub policy_version: u64,
+    /// The hub's log after this batch: a signed checkpoint, the proof that the agent's head
+    /// is in it and that it extends the tree of `Heartbeat::log_size` leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogProof>,
 }
 
 impl SignedPayload for Receipt {

@@ -53,6 +53,15 @@ impl<T> Clone for Signed<T> {
     }
 }
 
+/// Two signed documents are equal when their exact payload bytes and signatures are.
+impl<T> PartialEq for Signed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload.get() == other.payload.get() && self.sig == other.sig
+    }
+}
+
+impl<T> Eq for Signed<T> {}
+
 /// Why a signed document was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SignedError {
@@ -78,6 +87,16 @@ impl<T: SignedPayload> Signed<T> {
         key.verify(T::DOMAIN, self.payload.get().as_bytes(), &self.sig)
             .map_err(|_| SignedError::BadSignature)?;
         Ok(serde_json::from_str(self.payload.get())?)
+    }
+
+    /// Reassembles a document from its exact payload text and signature (as stored); the
+    /// signature is not checked here: [`Signed::verify`] does that.
+    pub fn from_parts(payload: String, sig: Signature) -> Result<Signed<T>, serde_json::Error> {
+        Ok(Signed {
+            payload: RawValue::from_string(payload)?,
+            sig,
+            _payload: PhantomData,
+        })
     }
 
     pub fn payload_bytes(&self) -> &[u8] {

@@ -234,17 +234,26 @@ pub struct Hub {
     pub proc: Option<Running>,
     pub api_key: String,
     port: u16,
+    /// Extra `serve` arguments, kept for restarts.
+    serve_args: Vec<String>,
 }
 
 impl Hub {
     /// Starts a hub on 127.0.0.1:0 and creates an operator API key.
     pub fn start() -> Result<Hub> {
+        Hub::start_with(&[])
+    }
+
+    /// [`Hub::start`] with extra `serve` arguments (e.g. `--plain-http off`, `--tls-cert F
+    /// --tls-key K`), used again on every restart.
+    pub fn start_with(serve_args: &[&str]) -> Result<Hub> {
         let dir = tempfile::Builder::new().prefix("tongbu-hub-").tempdir()?;
         let mut hub = Hub {
             dir,
             proc: None,
             api_key: String::new(),
             port: 0,
+            serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         hub.api_key = hub
             .cli(&["apikey", "create", "--role", "operator"])
@@ -265,7 +274,8 @@ impl Hub {
         let listen = format!("127.0.0.1:{}", self.port);
         cmd.args(["serve", "--data-dir"])
             .arg(self.dir.path())
-            .args(["--listen", &listen]);
+            .args(["--listen", &listen])
+            .args(&self.serve_args);
         let running = Running::spawn(cmd, self.dir.path().join("hub.log"), "READY listen=")?;
         self.port = running
             .url
@@ -277,8 +287,40 @@ impl Hub {
         Ok(())
     }
 
+    /// The hub's plain HTTP URL (served to loopback peers unless `--plain-http off`).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The hub's HTTPS URL (the same port).
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The certificate the hub presents: `--tls-cert` if it was started with one, else the
+    /// self-signed one it made in its data directory.
+    pub fn cert_path(&self) -> PathBuf {
+        self.serve_args
+            .iter()
+            .position(|a| a == "--tls-cert")
+            .and_then(|i| self.serve_args.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.path().join("tls").join("cert.pem"))
+    }
+
+    /// The SHA-256 fingerprint of [`Hub::cert_path`], as `tongbu-hub tls show` prints it.
+    pub fn cert_sha256(&self) -> String {
+        let path = self.cert_path();
+        self.cli(&[
+            "tls",
+            "show",
+            "--tls-cert",
+            path.to_str().expect("utf-8 path"),
+        ])
+        .expect_ok("tls show")
+        .stdout
+        .trim()
+        .to_owned()
     }
 
     /// Runs a hub CLI command against this hub's data directory.
@@ -318,8 +360,15 @@ impl Hub {
             .expect_ok("county add");
     }
 
+    /// A one-time enrollment token for `county`, carrying the pin of the certificate the hub
+    /// presents.
     pub fn issue_token(&self, county: &str) -> String {
-        self.cli(&["token", "issue", "--county", county])
+        let mut args = vec!["token", "issue", "--county", county];
+        let cert = self.cert_path();
+        if self.serve_args.iter().any(|a| a == "--tls-cert") {
+            args.extend(["--tls-cert", cert.to_str().expect("utf-8 path")]);
+        }
+        self.cli(&args)
             .expect_ok("token issue")
             .stdout
             .trim()
@@ -377,6 +426,16 @@ impl Hub {
     }
 
     /// Opens the hub's database read-only (tests check what is stored, byte for byte).
+    /// Copies the stopped hub's database files into `to` (a backup).
+    pub fn backup_db(&self, to: &Path) {
+        copy_db_files(self.data_dir(), to);
+    }
+
+    /// Replaces the stopped hub's database files with those in `from` (a restore).
+    pub fn restore_db(&self, from: &Path) {
+        copy_db_files(from, self.data_dir());
+    }
+
     pub fn db(&self) -> Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open_with_flags(
             self.dir.path().join("hub.db"),
@@ -418,6 +477,19 @@ pub fn http() -> reqwest::blocking::Client {
         .expect("http client")
 }
 
+/// A blocking HTTPS client for tests that trusts only the certificate(s) in `root_pem` (a
+/// hub's self-signed certificate, or the CA that issued its certificate).
+pub fn https(root_pem: &[u8]) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_built_in_root_certs(false)
+        .https_only(true);
+    for cert in reqwest::Certificate::from_pem_bundle(root_pem).expect("PEM certificates") {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().expect("https client")
+}
+
 /// An agent with its own data directory.
 pub struct Agent {
     pub dir: TempDir,
@@ -435,11 +507,12 @@ impl Agent {
         })
     }
 
-    /// A new agent enrolled with `hub` for `county` (the county must exist).
+    /// A new agent enrolled with `hub` for `county` (the county must exist), over HTTPS with
+    /// the certificate pin its token carries, as a county out on the network would.
     pub fn enrolled(hub: &Hub, county: &str) -> Result<Agent> {
         let mut agent = Agent::new()?;
         let token = hub.issue_token(county);
-        agent.enroll(&hub.url(), &token).expect_ok("enroll");
+        agent.enroll(&hub.https_url(), &token).expect_ok("enroll");
         agent.agent_id = agent.status()?["agent_id"]
             .as_str()
             .unwrap_or_default()
@@ -462,7 +535,14 @@ impl Agent {
     }
 
     pub fn enroll(&self, hub_url: &str, token: &str) -> Cli {
-        self.cli(&["enroll", "--hub", hub_url, "--token", token])
+        self.enroll_with(hub_url, token, &[])
+    }
+
+    /// `enroll` with `extra` arguments (`--ca FILE`, `--cert-sha256 HEX`, …).
+    pub fn enroll_with(&self, hub_url: &str, token: &str, extra: &[&str]) -> Cli {
+        let mut args = vec!["enroll", "--hub", hub_url, "--token", token];
+        args.extend_from_slice(extra);
+        self.cli(&args)
     }
 
     /// Submits `records` (JSON Lines) from a file; returns the CLI result.
@@ -739,6 +819,7 @@ impl RawAgent {
                 agent_version: "test".into(),
                 last_error: None,
                 outcome_cursor: 0,
+                log_size: 0,
             },
             envelopes: envelopes.to_vec(),
         };
@@ -771,4 +852,15 @@ fn rand_bytes() -> [u8; 8] {
     let mut b = [0u8; 8];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     b
+}
+
+/// Copies `hub.db` and its WAL files from one directory to another, removing stale ones.
+fn copy_db_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for name in ["hub.db", "hub.db-wal", "hub.db-shm"] {
+        let _ = std::fs::remove_file(to.join(name));
+        if from.join(name).exists() {
+            std::fs::copy(from.join(name), to.join(name)).expect("copy a database file");
+        }
+    }
 }

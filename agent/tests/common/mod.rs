@@ -57,7 +57,7 @@ pub fn enrollment(hub_url: &str) -> Enrollment {
         agent_id: agent_id(),
         county: CountyCode::parse("430112").unwrap(),
         county_name: "望城区".into(),
-        hub_url: hub_url.to_owned(),
+        hub_url: tongbu_agent::tls::HubUrl::plain(hub_url).unwrap(),
         hub_public_key: hub_key().public_key(),
         enrolled_at: "2026-11-27T06:48:33Z".into(),
     }
@@ -501,6 +501,7 @@ async fn batches(
         outcome_cursor: (from + updates.len()) as u64,
         updates,
         policy_version: hub.served_policy().map_or(0, |(b, _)| b.version),
+        log: None,
     };
     match hub.mode {
         ReceiptMode::Honest => Json(Signed::sign(&hub_key(), &receipt).unwrap()).into_response(),

@@ -94,10 +94,21 @@ pub async fn issue_token(
     let now = c.now_ms();
     let actor = s.actor();
     let rng = c.hub.rng().clone();
+    let pin = c.config.token_pin;
     let issued = c
         .hub
         .db()
-        .write(move |w| admin::issue_token(w, now, &actor, &rng, &county, DEFAULT_TOKEN_TTL_HOURS))
+        .write(move |w| {
+            admin::issue_pinned_token(
+                w,
+                now,
+                &actor,
+                &rng,
+                &county,
+                DEFAULT_TOKEN_TTL_HOURS,
+                pin.as_ref(),
+            )
+        })
         .await
         .map_err(admin_fail)?;
     let lang = Lang::of(&headers, &HashMap::new());

@@ -46,6 +46,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tongbu_shared::certpin::CertFingerprint;
 
 use crate::hub::Hub;
 use crate::store::StoreError;
@@ -65,6 +66,9 @@ pub struct ConsoleConfig {
     pub login_window: Duration,
     /// ...and this many of them for one user name or one client address lock it out.
     pub max_failed_logins: usize,
+    /// The fingerprint of the certificate the hub serves HTTPS with: tokens issued here carry
+    /// it, so agents pin it at enrollment (`None`: a hub without TLS issues plain tokens).
+    pub token_pin: Option<CertFingerprint>,
 }
 
 impl Default for ConsoleConfig {
@@ -75,6 +79,7 @@ impl Default for ConsoleConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             login_window: Duration::from_secs(15 * 60),
             max_failed_logins: 5,
+            token_pin: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use tongbu_shared::crypto::Digest;
 
 use super::{Console, Fail, PageResult, i18n::Lang, password};
 use crate::auth::secret_hash;
+use crate::http::listener::OverTls;
 use crate::store::{AuditEntry, ConsoleSession, Role, StoreError};
 
 pub const SESSION_COOKIE: &str = "tongbu_session";
@@ -213,6 +214,8 @@ const MAX_LOGIN_FORM: usize = 16 * 1024;
 
 pub async fn login(State(c): State<Console>, req: Request) -> PageResult {
     let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    // A login over HTTPS gets a `Secure` cookie, so the browser never sends it in the clear.
+    let over_tls = req.extensions().get::<OverTls>().is_some();
     let headers = req.headers().clone();
     let body = axum::body::to_bytes(req.into_body(), MAX_LOGIN_FORM)
         .await
@@ -299,7 +302,7 @@ pub async fn login(State(c): State<Console>, req: Request) -> PageResult {
             })
         })
         .await?;
-    let secure = if c.config.secure_cookie {
+    let secure = if c.config.secure_cookie || over_tls {
         "; Secure"
     } else {
         ""

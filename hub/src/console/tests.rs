@@ -214,6 +214,7 @@ async fn send_batch(t: &T, key: &KeyPair, agent: &AgentId, envs: &[Envelope]) ->
             agent_version: "0.1.0".into(),
             last_error: None,
             outcome_cursor: 0,
+            log_size: 0,
         },
         envelopes: envs.to_vec(),
     })

@@ -18,6 +18,7 @@
 //! | `GET /healthz`, `GET /metrics` | none | status, Prometheus text |
 
 pub mod error;
+pub mod listener;
 pub mod openapi;
 
 use std::future::Future;
@@ -58,6 +59,7 @@ use crate::ingest::{IngestError, MALFORMED_RECORD};
 use crate::store::{AgentRecord, ViolationFilter, ViolationRow};
 
 pub use error::AppError;
+pub use listener::{PlainHttp, Transport};
 
 /// The hub's routes over `hub` (with the console on its default settings), ready to serve or
 /// to call directly in tests.
@@ -149,20 +151,32 @@ pub async fn serve(
     serve_with(hub, listener, ConsoleConfig::default(), shutdown).await
 }
 
-/// [`serve`] with the console's settings. The client's address reaches the handlers (the
-/// console's login limiter counts failures per address).
+/// [`serve`] with the console's settings, plain HTTP (in-process hubs on loopback).
 pub async fn serve_with(
     hub: Hub,
     listener: TcpListener,
     console: ConsoleConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    serve_over(hub, listener, console, Transport::Plain, shutdown).await
+}
+
+/// [`serve_with`] over `transport` (HTTPS, with plain HTTP for loopback peers or none; see
+/// [`listener`]). The client's address reaches the handlers (the console's login limiter
+/// counts failures per address).
+pub async fn serve_over(
+    hub: Hub,
+    listener: TcpListener,
+    console: ConsoleConfig,
+    transport: Transport,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener::serve(
         listener,
-        app_with(hub.clone(), console)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app_with(hub.clone(), console),
+        transport,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await?;
     if let Err(e) = hub.db().flush().await {
         tracing::warn!(error = %e, "cannot drain the database writer");

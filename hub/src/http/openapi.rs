@@ -28,6 +28,7 @@ mod tests {
     use serde::Serialize;
     use serde::de::DeserializeOwned;
     use serde_json::{Value, json};
+    use tongbu_shared::checkpoint::{Checkpoint, LogProof};
     use tongbu_shared::crypto::{Digest, Domain};
     use tongbu_shared::ids::{AgentId, Code, CountyCode};
     use tongbu_shared::policy::{Entry, PolicyBundle, Settings};
@@ -395,6 +396,7 @@ mod tests {
             agent_version: "1.0".into(),
             last_error: Some("e".into()),
             outcome_cursor: 9,
+            log_size: 12,
         };
         check("Heartbeat", &heartbeat);
         let envelope = Envelope {
@@ -413,6 +415,20 @@ mod tests {
             },
         );
         check("RecordOutcome", &outcome());
+        let checkpoint = Checkpoint {
+            tree_size: 12,
+            root: digest,
+            hub_time_ms: 5,
+        };
+        check("Checkpoint", &checkpoint);
+        let log_proof = LogProof {
+            checkpoint: Signed::sign(&key(2), &checkpoint).unwrap(),
+            head_index: Some(3),
+            inclusion: vec![digest, digest],
+            consistency_from: 4,
+            consistency: vec![digest],
+        };
+        check("LogProof", &log_proof);
         let receipt = Receipt {
             agent_id: agent(),
             acked_seq: 3,
@@ -422,6 +438,7 @@ mod tests {
             updates: vec![outcome()],
             outcome_cursor: 7,
             policy_version: 2,
+            log: Some(log_proof.clone()),
         };
         check("Receipt", &receipt);
         let watermark = Watermark {

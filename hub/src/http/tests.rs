@@ -168,6 +168,7 @@ fn batch_body(envelopes: &[Envelope], head_seq: u64) -> Vec<u8> {
             agent_version: "0.1.0".into(),
             last_error: None,
             outcome_cursor: 0,
+            log_size: 0,
         },
         envelopes: envelopes.to_vec(),
     })
@@ -654,6 +655,7 @@ fn batch_with_cursor(envelopes: &[Envelope], cursor: u64) -> Vec<u8> {
             agent_version: "0.1.0".into(),
             last_error: None,
             outcome_cursor: cursor,
+            log_size: 0,
         },
         envelopes: envelopes.to_vec(),
     })

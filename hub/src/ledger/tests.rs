@@ -218,6 +218,7 @@ impl Bench {
             agent_version: "t".into(),
             last_error: None,
             outcome_cursor: cursor,
+            log_size: 0,
         };
         let contact = Contact::with_heartbeat(now, &hb);
         let policies = &self.policies;

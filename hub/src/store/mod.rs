@@ -448,8 +448,39 @@ pub struct AuditRow {
     pub entry: AuditEntry,
 }
 
+/// A checkpoint of the transparency log the hub signed, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub checkpoint: tongbu_shared::checkpoint::Checkpoint,
+    pub signed: tongbu_shared::signed::Signed<tongbu_shared::checkpoint::Checkpoint>,
+}
+
 /// Queries, answered from one consistent snapshot.
 pub trait Reads {
+    // ---- the transparency log -----------------------------------------------------------
+
+    /// The number of leaves in the log.
+    fn log_size(&self) -> Result<u64, StoreError>;
+    /// The perfect subtree `(level, idx)` of the log, if it is complete.
+    fn log_node(&self, level: u8, idx: u64) -> Result<Option<Digest>, StoreError>;
+    /// The checkpoint of `tree_size` leaves, or the latest one.
+    fn log_checkpoint(
+        &self,
+        tree_size: Option<u64>,
+    ) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Up to `limit` checkpoints with a tree size above `after`, smallest first.
+    fn log_checkpoints_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    /// Up to `limit` envelopes with an arrival above `after`, in arrival order.
+    fn envelopes_by_arrival(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEnvelope>, StoreError>;
+
     /// A trivial query, for health checks.
     fn ping(&self) -> Result<(), StoreError>;
     fn county(&self, code: &CountyCode) -> Result<Option<County>, StoreError>;
@@ -646,6 +677,12 @@ pub trait Writes: Reads {
     fn touch_session(&mut self, token_hash: &Digest, now_ms: i64) -> Result<(), StoreError>;
     fn delete_session(&mut self, token_hash: &Digest) -> Result<(), StoreError>;
     fn insert_violation_review(&mut self, review: &ViolationReview) -> Result<(), StoreError>;
+
+    // ---- the transparency log -----------------------------------------------------------
+
+    /// Stores completed perfect subtrees `(level, idx, hash)` of the log.
+    fn insert_log_nodes(&mut self, nodes: &[(u8, u64, Digest)]) -> Result<(), StoreError>;
+    fn insert_log_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
 }
 
 /// One envelope to append, with its hash, its arrival and the hub's verdict.

@@ -21,6 +21,8 @@ use tongbu_shared::rules::{Entity, EntityKey, Slot, Totals, TotalsDelta};
 
 #[path = "sqlite_console.rs"]
 mod console;
+#[path = "sqlite_log.rs"]
+mod log;
 
 use super::{
     AgentRecord, Alert, AlertKind, ApiKey, AuditEntry, AuditRow, ConsoleSession, ConsoleUser,
@@ -40,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_console_indexes.sql"),
     include_str!("../../migrations/0005_append_only_audit.sql"),
     include_str!("../../migrations/0006_agent_keys.sql"),
+    include_str!("../../migrations/0007_log.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -456,6 +459,57 @@ impl AgentRow {
 }
 
 impl Reads for Sql<'_> {
+    fn log_size(&self) -> Result<u64, StoreError> {
+        log::size(self.0)
+    }
+
+    fn log_node(&self, level: u8, idx: u64) -> Result<Option<Digest>, StoreError> {
+        log::node(self.0, level, idx)
+    }
+
+    fn log_checkpoint(
+        &self,
+        tree_size: Option<u64>,
+    ) -> Result<Option<super::StoredCheckpoint>, StoreError> {
+        log::checkpoint(self.0, tree_size)
+    }
+
+    fn log_checkpoints_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<super::StoredCheckpoint>, StoreError> {
+        log::checkpoints_after(self.0, after, limit)
+    }
+
+    fn envelopes_by_arrival(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let after = to_i64(after, "arrival")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let ids: Vec<(String, i64)> = self
+            .0
+            .prepare_cached(
+                "SELECT agent_id, seq FROM envelopes WHERE arrival > ?1 ORDER BY arrival LIMIT ?2",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(from_sqlite)?;
+        ids.into_iter()
+            .map(|(agent, seq)| {
+                let agent = agent_id(&agent)?;
+                let seq = to_u64(seq, "seq")?;
+                self.envelope(&agent, seq)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("envelope {agent} seq {seq} vanished"))
+                })
+            })
+            .collect()
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         self.0
             .query_row("SELECT count(*) FROM counties", [], |row| {
@@ -1151,6 +1205,17 @@ impl Reads for Sql<'_> {
 }
 
 impl Writes for Sql<'_> {
+    fn insert_log_nodes(&mut self, nodes: &[(u8, u64, Digest)]) -> Result<(), StoreError> {
+        log::insert_nodes(self.0, nodes)
+    }
+
+    fn insert_log_checkpoint(
+        &mut self,
+        checkpoint: &super::StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        log::insert_checkpoint(self.0, checkpoint)
+    }
+
     fn insert_county(&mut self, county: &County) -> Result<(), StoreError> {
         self.0
             .prepare_cached("INSERT INTO counties (code, name, created_at_ms) VALUES (?1, ?2, ?3)")

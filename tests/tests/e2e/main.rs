@@ -6,5 +6,6 @@ mod demo;
 mod enrollment;
 mod input;
 mod ledger;
+mod log;
 mod sync;
 mod tamper;

@@ -173,27 +173,6 @@ fn agents_back_off_while_the_hub_is_down_then_catch_up() {
     assert!(agent.status().unwrap()["last_error"].is_null());
 }
 
-/// Copies the hub's database files (a hot backup of a stopped hub) into `to`.
-fn backup_hub_db(hub: &Hub, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for name in ["hub.db", "hub.db-wal", "hub.db-shm"] {
-        let from = hub.data_dir().join(name);
-        let _ = std::fs::remove_file(to.join(name));
-        if from.exists() {
-            std::fs::copy(&from, to.join(name)).unwrap();
-        }
-    }
-}
-
-fn restore_hub_db(hub: &Hub, from: &std::path::Path) {
-    for name in ["hub.db", "hub.db-wal", "hub.db-shm"] {
-        let _ = std::fs::remove_file(hub.data_dir().join(name));
-        if from.join(name).exists() {
-            std::fs::copy(from.join(name), hub.data_dir().join(name)).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_hub_restored_from_an_older_backup_gets_back_what_it_lost() {
     let mut hub = Hub::start().unwrap();
@@ -205,7 +184,7 @@ fn a_hub_restored_from_an_older_backup_gets_back_what_it_lost() {
     // The province backs up the stopped hub, then runs on; more records arrive.
     hub.stop().unwrap();
     let backup = tempfile::tempdir().unwrap();
-    backup_hub_db(&hub, backup.path());
+    hub.backup_db(backup.path());
     hub.restart().unwrap();
     agent.submit(&records("431281", 9, 200)).expect_ok("submit");
     agent.cli(&["sync", "--once"]).expect_ok("sync --once");
@@ -216,7 +195,7 @@ fn a_hub_restored_from_an_older_backup_gets_back_what_it_lost() {
 
     // The hub's disk is lost and the backup restored: it holds 100 where the agent saw 300.
     hub.stop().unwrap();
-    restore_hub_db(&hub, backup.path());
+    hub.restore_db(backup.path());
     hub.restart().unwrap();
     assert_eq!(
         hub.agent_row(&agent.agent_id).unwrap().unwrap()["acked_seq"],

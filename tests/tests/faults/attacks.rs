@@ -106,6 +106,7 @@ fn batch_request(envelopes: &[Envelope]) -> BatchRequest {
             agent_version: "test".into(),
             last_error: None,
             outcome_cursor: 0,
+            log_size: 0,
         },
         envelopes: envelopes.to_vec(),
     }
