@@ -7,13 +7,15 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use tongbu_shared::checkpoint::{self, Checkpoint, LogProof, Trusted};
+use tongbu_shared::merkle::{self, MemoryLog};
 use tongbu_shared::policy::{PolicyBundle, default_policy};
 use tongbu_shared::protocol::{BatchRequest, Heartbeat};
 use tongbu_shared::sample::CountySim;
 use tongbu_shared::signed::Signed;
 use tongbu_shared::{AgentId, CountyCode, Digest, Envelope, KeyPair};
 
-/// Must match `fuzz_targets/policy_bundle.rs`.
+/// Must match `fuzz_targets/policy_bundle.rs` and `fuzz_targets/log_proof.rs`.
 const HUB_SEED: [u8; 32] = [0x42; 32];
 const AGENT_SEED: [u8; 32] = [0x07; 32];
 
@@ -123,7 +125,67 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &serde_json::to_vec_pretty(&default_policy())?,
     )?;
 
+    // log_proof: receipts' log proofs over a real 37-entry tree, signed by the fixed key, with
+    // the agent's view (its head, and the checkpoint of 20 entries it trusted before).
+    let dir = root.join("log_proof");
+    let mut log = MemoryLog::default();
+    let mut mine = Vec::new();
+    for i in 0..37u64 {
+        let (who, seq) = if i % 3 == 0 {
+            (agent.clone(), mine.len() as u64 + 1)
+        } else {
+            (AgentId::new(&county, [0, 0, 0, 1]), i)
+        };
+        let hash = Digest::of(&[&i.to_be_bytes()]);
+        let index = log.push(checkpoint::leaf_hash(&who, seq, &hash).0);
+        if who == agent {
+            mine.push((seq, hash, index));
+        }
+    }
+    for (name, (seq, hash, index), from) in [
+        ("head", mine[12], 20u64),
+        ("first", mine[0], 0),
+        ("same-size", mine[5], 37),
+    ] {
+        let checkpoint = Checkpoint {
+            tree_size: 37,
+            root: Digest(merkle::root(&log, 37).map_err(|e| format!("{e:?}"))?),
+            hub_time_ms: 1_767_225_600_000,
+        };
+        let trusted = (from > 0)
+            .then(|| merkle::root(&log, from).map(|root| (from, root)))
+            .transpose()
+            .map_err(|e| format!("{e:?}"))?;
+        let consistency = if from > 0 {
+            merkle::consistency_proof(&log, from, 37).map_err(|e| format!("{e:?}"))?
+        } else {
+            Vec::new()
+        };
+        let proof = LogProof {
+            checkpoint: Signed::sign(&hub_key, &checkpoint)?,
+            head_index: Some(index),
+            inclusion: merkle::inclusion_proof(&log, index, 37)
+                .map_err(|e| format!("{e:?}"))?
+                .into_iter()
+                .map(Digest)
+                .collect(),
+            consistency_from: from,
+            consistency: consistency.into_iter().map(Digest).collect(),
+        };
+        let case = serde_json::json!({
+            "agent": agent,
+            "acked_seq": seq,
+            "head_hash": hash,
+            "trusted": trusted.map(|(size, root)| Trusted {
+                tree_size: size,
+                root: Digest(root),
+                hub_time_ms: 1_767_225_000_000,
+            }),
+            "proof": proof,
+        });
+        write(&dir, &format!("{name}.json"), &serde_json::to_vec(&case)?)?;
+    }
+
     println!("seed corpora written under {}", root.display());
     Ok(())
 }
-}log_size: 0,

@@ -310,7 +310,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let mut store = open_store(&data_dir)?;
-            let pin = match tls_cert {
+            let pin = match tls_cert.or_else(|| tls::serving_cert(&data_dir)) {
                 Some(path) => tls::load_cert(&path)?.fingerprint,
                 None => hub_identity(&data_dir, &[])?.cert.fingerprint,
             };
@@ -550,7 +550,9 @@ fn hub_identity(
 }
 
 fn tls_show(data_dir: &std::path::Path, cert: Option<PathBuf>) -> anyhow::Result<()> {
-    let path = cert.unwrap_or_else(|| tls::TlsFiles::in_data_dir(data_dir).cert);
+    let path = cert
+        .or_else(|| tls::serving_cert(data_dir))
+        .unwrap_or_else(|| tls::TlsFiles::in_data_dir(data_dir).cert);
     if !path.exists() {
         anyhow::bail!(
             "no certificate at {} yet: `tongbu-hub serve` or `tongbu-hub token issue` makes a self-signed one on first run (or pass --tls-cert FILE)",
@@ -586,12 +588,17 @@ fn serve(
                 if !tls_args.tls_san.is_empty() {
                     tracing::warn!("--tls-san names only a generated certificate; it is ignored with --tls-cert");
                 }
-                tls::load(&tls::TlsFiles {
+                let identity = tls::load(&tls::TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
-                })?
+                })?;
+                tls::record_serving(&data_dir, Some(cert))?;
+                identity
             }
-            _ => hub_identity(&data_dir, &tls_args.tls_san)?,
+            _ => {
+                tls::record_serving(&data_dir, None)?;
+                hub_identity(&data_dir, &tls_args.tls_san)?
+            }
         };
         let config = identity.server_config()?;
         let listener = tokio::net::TcpListener::bind(listen)

@@ -27,6 +27,9 @@ use crate::keys::{sync_dir, write_private};
 pub const TLS_DIR: &str = "tls";
 pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
+/// A copy of the certificate `serve` last presented when it was given `--tls-cert` (public,
+/// not secret): what `token issue` and `tls show` pin when they are not told which file.
+pub const SERVING_CERT_FILE: &str = "serving-cert.pem";
 /// How long a generated certificate is valid. Agents pin it, so it is long: replacing it is
 /// an operator's decision, not a calendar's.
 pub const GENERATED_VALID_DAYS: i64 = 3650;
@@ -227,6 +230,43 @@ pub fn load_or_generate(
     Ok(identity)
 }
 
+/// Records which certificate `serve` presents: a copy of `cert` (a certificate given with
+/// `--tls-cert`), or none (the data directory's own pair). Written to a temporary file, synced
+/// and renamed, so a reader sees the old copy or the new one.
+pub fn record_serving(data_dir: &Path, cert: Option<&Path>) -> Result<(), TlsError> {
+    let dir = data_dir.join(TLS_DIR);
+    let target = dir.join(SERVING_CERT_FILE);
+    let write = |cause| TlsError::Write {
+        dir: dir.clone(),
+        cause,
+    };
+    match cert {
+        None => match fs::remove_file(&target) {
+            Ok(()) => sync_dir(&dir).map_err(write),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(write(e)),
+        },
+        Some(cert) => {
+            let pem = fs::read(cert).map_err(|cause| TlsError::Read {
+                what: "certificate",
+                path: cert.to_owned(),
+                cause,
+            })?;
+            fs::create_dir_all(&dir).map_err(write)?;
+            let tmp = dir.join(format!("{SERVING_CERT_FILE}.tmp"));
+            write_private(&tmp, &pem).map_err(write)?;
+            fs::rename(&tmp, &target).map_err(write)?;
+            sync_dir(&dir).map_err(write)
+        }
+    }
+}
+
+/// The certificate `serve` last presented, if it was given one (see [`record_serving`]).
+pub fn serving_cert(data_dir: &Path) -> Option<PathBuf> {
+    let path = data_dir.join(TLS_DIR).join(SERVING_CERT_FILE);
+    path.exists().then_some(path)
+}
+
 /// A generated certificate and key, as PEM text.
 #[derive(Clone)]
 pub struct GeneratedPair {
@@ -410,6 +450,29 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(entries, vec![std::ffi::OsString::from(TLS_DIR)]);
+    }
+
+    #[test]
+    fn the_served_certificate_is_recorded_for_token_issue() {
+        let data = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert_eq!(serving_cert(data.path()), None);
+        let pair = generate(&subject_names(&[]), NOW).unwrap();
+        let given = elsewhere.path().join("hub.pem");
+        fs::write(&given, &pair.cert_pem).unwrap();
+        record_serving(data.path(), Some(&given)).unwrap();
+        let recorded = serving_cert(data.path()).unwrap();
+        assert_eq!(
+            load_cert(&recorded).unwrap().fingerprint,
+            load_cert(&given).unwrap().fingerprint
+        );
+        // Back to the data directory's own pair: the record goes, and going twice is fine.
+        record_serving(data.path(), None).unwrap();
+        record_serving(data.path(), None).unwrap();
+        assert_eq!(serving_cert(data.path()), None);
+        // A missing file is named.
+        let err = record_serving(data.path(), Some(&elsewhere.path().join("nope.pem")));
+        assert!(matches!(err, Err(TlsError::Read { .. })));
     }
 
     #[test]

@@ -436,6 +436,48 @@ fn climb(mut node: u64, mut last: u64, proof: &[Hash], mut merge: impl FnMut(&Ha
     last == 0
 }
 
+/// A whole log kept in memory: every perfect subtree its [`Frontier`] completed. For tests,
+/// seed generators and tools; the hub keeps the same nodes in its database.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLog {
+    frontier: Frontier,
+    nodes: std::collections::HashMap<(u8, u64), Hash>,
+}
+
+/// A subtree a [`MemoryLog`] does not have (not complete yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the log has no complete subtree at level {level}, index {index}")]
+pub struct MissingNode {
+    pub level: u8,
+    pub index: u64,
+}
+
+impl MemoryLog {
+    /// Appends a leaf hash; returns its index.
+    pub fn push(&mut self, leaf: Hash) -> u64 {
+        let index = self.frontier.size();
+        for (level, i, h) in self.frontier.push(leaf) {
+            self.nodes.insert((level, i), h);
+        }
+        index
+    }
+
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+}
+
+impl SubtreeSource for MemoryLog {
+    type Error = MissingNode;
+
+    fn subtree(&self, level: u8, index: u64) -> Result<Hash, MissingNode> {
+        self.nodes
+            .get(&(level, index))
+            .copied()
+            .ok_or(MissingNode { level, index })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

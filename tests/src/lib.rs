@@ -363,12 +363,8 @@ impl Hub {
     /// A one-time enrollment token for `county`, carrying the pin of the certificate the hub
     /// presents.
     pub fn issue_token(&self, county: &str) -> String {
-        let mut args = vec!["token", "issue", "--county", county];
-        let cert = self.cert_path();
-        if self.serve_args.iter().any(|a| a == "--tls-cert") {
-            args.extend(["--tls-cert", cert.to_str().expect("utf-8 path")]);
-        }
-        self.cli(&args)
+        // No --tls-cert even when `serve` had one: `token issue` pins what `serve` presents.
+        self.cli(&["token", "issue", "--county", county])
             .expect_ok("token issue")
             .stdout
             .trim()
