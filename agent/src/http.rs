@@ -168,10 +168,9 @@ async fn post_records(
     } else {
         Strictness::Lenient
     };
-    let now = state.clock.now_ms();
     let stored = state
         .intake
-        .call(move |i| i.submit(&body, strictness, now))
+        .submit(body.into(), strictness, Arc::clone(&state.clock))
         .await?;
     state.wake.notify_one();
     Ok(Json(StoredReply { stored }))

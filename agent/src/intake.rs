@@ -24,6 +24,7 @@ use tongbu_shared::input::{InputError, InputRecord, parse_submission};
 use tongbu_shared::record::Kind;
 use tongbu_shared::rules::{self, Severity};
 
+use crate::clock::Clock;
 use crate::outbox::{Enrollment, NewRecord, Outbox, OutboxError};
 use crate::rules::{LocalView, PolicyInUse};
 
@@ -100,6 +101,15 @@ pub enum IntakeError {
 }
 
 impl IntakeError {
+    /// The same failure, for another submission of a group that failed together: the kind
+    /// (busy, unavailable, refused) is kept, so each submitter is answered alike.
+    fn echo(&self) -> IntakeError {
+        match self {
+            IntakeError::Outbox(e) => IntakeError::Outbox(e.echo()),
+            other => IntakeError::Outbox(OutboxError::Shared(other.to_string())),
+        }
+    }
+
     /// Whether storing failed because the disk is full, read-only or failing (nothing was
     /// stored; the same submission may succeed once space returns).
     pub fn is_unavailable(&self) -> bool {
@@ -250,70 +260,130 @@ impl Intake {
         strictness: Strictness,
         now_ms: i64,
     ) -> Result<Vec<Stored>, IntakeError> {
-        let records =
-            parse_submission(input).map_err(|e| IntakeError::Refused(Box::new(e.into())))?;
-        if let Some(first) = format_findings(input, &records, Some(&self.enrollment.county))
-            .into_iter()
-            .next()
-        {
-            return Err(IntakeError::Refused(Box::new(first)));
-        }
-        let new: Vec<NewRecord<'_>> = records
+        self.submit_group(&[(input, strictness)], now_ms)
+            .pop()
+            .unwrap_or_else(|| Err(OutboxError::Task("no result for the submission".into()).into()))
+    }
+
+    /// Group commit: takes several submissions in one transaction, so they share one fsync.
+    /// Each is still all or nothing on its own: one refused (malformed, or breaking a rule under
+    /// [`Strictness::Strict`]) stores nothing of it and does not affect the others, which are
+    /// judged in order, each against the records before it. If storing fails (a full disk),
+    /// nothing of the group is stored and every submission gets the error. Results come back
+    /// in order, only after the commit.
+    pub fn submit_group(
+        &mut self,
+        submissions: &[(&[u8], Strictness)],
+        now_ms: i64,
+    ) -> Vec<Result<Vec<Stored>, IntakeError>> {
+        let county = self.enrollment.county.clone();
+        let prepared: Vec<Result<Vec<InputRecord>, IntakeError>> = submissions
             .iter()
-            .map(|r| NewRecord {
-                body: &r.bytes,
-                kind: r.record.header.kind,
-                id: &r.record.header.id,
-                rev: r.record.header.rev,
-            })
+            .map(|(input, _)| prepare(input, &county))
             .collect();
+        if prepared.iter().all(Result::is_err) {
+            return prepared
+                .into_iter()
+                .map(|p| p.map(|_| Vec::new()))
+                .collect();
+        }
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut view = self.take_view()?;
-            let expected_head = view.through_seq();
-            let judged = match strictness {
-                Strictness::Lenient => view.judge(&records),
-                Strictness::Strict => {
-                    let mut trial = view.clone();
-                    let judged = trial.judge(&records);
-                    if judged
-                        .iter()
-                        .flatten()
-                        .any(|f| f.rule.severity() == Severity::Reject)
-                    {
-                        let findings = rule_findings_from(input, &records, &judged);
-                        self.view = Some(view);
-                        return Err(IntakeError::BreaksRules {
-                            offences: offences(&findings),
-                            findings,
-                        });
-                    }
-                    view = trial;
-                    judged
-                }
+            let mut view = match self.take_view() {
+                Ok(v) => v,
+                Err(e) => return echo_to_all(prepared, &e.into()),
             };
+            let expected_head = view.through_seq();
+            // Judge in order; a strict submission that breaks a rule is refused here and
+            // leaves the view as it was.
+            let mut judged: Vec<Option<Vec<Vec<rules::Finding>>>> = Vec::new();
+            let mut refused: Vec<Option<IntakeError>> = Vec::new();
+            for (i, records) in prepared.iter().enumerate() {
+                let Ok(records) = records else {
+                    judged.push(None);
+                    refused.push(None);
+                    continue;
+                };
+                let (input, strictness) = submissions[i];
+                match strictness {
+                    Strictness::Lenient => {
+                        judged.push(Some(view.judge(records)));
+                        refused.push(None);
+                    }
+                    Strictness::Strict => {
+                        let mut trial = view.clone();
+                        let findings = trial.judge(records);
+                        if findings
+                            .iter()
+                            .flatten()
+                            .any(|f| f.rule.severity() == Severity::Reject)
+                        {
+                            let findings = rule_findings_from(input, records, &findings);
+                            judged.push(None);
+                            refused.push(Some(IntakeError::BreaksRules {
+                                offences: offences(&findings),
+                                findings,
+                            }));
+                        } else {
+                            view = trial;
+                            judged.push(Some(findings));
+                            refused.push(None);
+                        }
+                    }
+                }
+            }
+            let news: Vec<Vec<NewRecord<'_>>> = prepared
+                .iter()
+                .zip(&judged)
+                .filter_map(|(records, j)| match (records, j) {
+                    (Ok(records), Some(_)) => Some(records.iter().map(new_record).collect()),
+                    _ => None,
+                })
+                .collect();
+            let groups: Vec<&[NewRecord<'_>]> = news.iter().map(Vec::as_slice).collect();
             // The view now holds the records; it goes back only once they are stored.
             let agent = &self.enrollment.agent_id;
             match self
                 .outbox
-                .append_at(&self.key, agent, expected_head, &new, now_ms)
+                .append_groups(&self.key, agent, expected_head, &groups, now_ms)
             {
                 Ok(seqs) => {
-                    if let Some(&last) = seqs.last() {
+                    if let Some(&last) = seqs.iter().flatten().last() {
                         view.stored(last);
                     }
                     self.view = Some(view);
-                    return Ok(seqs
+                    let mut seqs = seqs.into_iter();
+                    return prepared
                         .into_iter()
-                        .zip(records)
                         .zip(judged)
-                        .map(|((seq, r), findings)| stored(seq, r, &findings))
-                        .collect());
+                        .zip(refused)
+                        .map(|((records, judged), refused)| {
+                            let records = records?;
+                            if let Some(e) = refused {
+                                return Err(e);
+                            }
+                            let (Some(judged), Some(seqs)) = (judged, seqs.next()) else {
+                                return Err(OutboxError::Task(
+                                    "a submission lost its place".into(),
+                                )
+                                .into());
+                            };
+                            Ok(seqs
+                                .into_iter()
+                                .zip(records)
+                                .zip(judged)
+                                .map(|((seq, r), findings)| stored(seq, r, &findings))
+                                .collect())
+                        })
+                        .collect();
                 }
+                // Another writer appended first: judge again against the chain it left.
                 Err(OutboxError::HeadMoved { .. }) if tries < MAX_APPEND_TRIES => continue,
-                Err(OutboxError::HeadMoved { .. }) => return Err(OutboxError::Busy.into()),
-                Err(e) => return Err(e.into()),
+                Err(OutboxError::HeadMoved { .. }) => {
+                    return echo_to_all(prepared, &OutboxError::Busy.into());
+                }
+                Err(e) => return echo_to_all(prepared, &e.into()),
             }
         }
     }
@@ -338,6 +408,43 @@ impl Intake {
             _ => LocalView::load(&self.outbox, agent, hub_key),
         }
     }
+}
+
+/// Parses a submission and refuses it, naming the first problem, when a record is malformed,
+/// of another county or too large.
+fn prepare(input: &[u8], county: &CountyCode) -> Result<Vec<InputRecord>, IntakeError> {
+    let records = parse_submission(input).map_err(|e| IntakeError::Refused(Box::new(e.into())))?;
+    if let Some(first) = format_findings(input, &records, Some(county))
+        .into_iter()
+        .next()
+    {
+        return Err(IntakeError::Refused(Box::new(first)));
+    }
+    Ok(records)
+}
+
+fn new_record(r: &InputRecord) -> NewRecord<'_> {
+    NewRecord {
+        body: &r.bytes,
+        kind: r.record.header.kind,
+        id: &r.record.header.id,
+        rev: r.record.header.rev,
+    }
+}
+
+/// Every submission that was not refused gets (a copy of) `e`: nothing of the group was
+/// stored.
+fn echo_to_all(
+    prepared: Vec<Result<Vec<InputRecord>, IntakeError>>,
+    e: &IntakeError,
+) -> Vec<Result<Vec<Stored>, IntakeError>> {
+    prepared
+        .into_iter()
+        .map(|p| match p {
+            Err(refused) => Err(refused),
+            Ok(_) => Err(e.echo()),
+        })
+        .collect()
 }
 
 fn stored(seq: u64, r: InputRecord, findings: &[rules::Finding]) -> Stored {
@@ -488,13 +595,40 @@ fn format_findings(
 }
 
 /// An [`Intake`] used from async code: each call runs on tokio's blocking pool (SQLite and
-/// the rules are blocking work), one at a time.
+/// the rules are blocking work), one at a time. [`SharedIntake::submit`] group-commits:
+/// submissions that arrive while a commit is under way wait and are then stored together in
+/// one transaction (one fsync), so concurrent submitters share the disk's flushes; each is
+/// still answered only after its own records are durable.
 #[derive(Debug, Clone)]
-pub struct SharedIntake(Arc<Mutex<Intake>>);
+pub struct SharedIntake {
+    intake: Arc<Mutex<Intake>>,
+    queue: Arc<Mutex<Queue>>,
+}
+
+/// At most this many submissions share one commit.
+pub const MAX_GROUP: usize = 256;
+/// At most this many bytes of submissions share one commit (a larger one commits alone).
+pub const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<Stored>, IntakeError>>;
+
+/// Submissions waiting for the next group commit, and whether a committer is running. Its
+/// length is bounded by the submitters waiting (one per open intake request).
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: std::collections::VecDeque<(Vec<u8>, Strictness, Reply)>,
+    committing: bool,
+    /// Submissions taken, and group commits made, since start.
+    submitted: u64,
+    commits: u64,
+}
 
 impl SharedIntake {
     pub fn new(intake: Intake) -> SharedIntake {
-        SharedIntake(Arc::new(Mutex::new(intake)))
+        SharedIntake {
+            intake: Arc::new(Mutex::new(intake)),
+            queue: Arc::default(),
+        }
     }
 
     pub async fn call<R, F>(&self, f: F) -> Result<R, IntakeError>
@@ -502,7 +636,7 @@ impl SharedIntake {
         R: Send + 'static,
         F: FnOnce(&mut Intake) -> Result<R, IntakeError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.0);
+        let inner = Arc::clone(&self.intake);
         tokio::task::spawn_blocking(move || {
             // A panic mid-call leaves no half-written SQLite transaction and at worst a view
             // taken out (rebuilt on next use), so a poisoned lock still guards a sound intake.
@@ -511,6 +645,87 @@ impl SharedIntake {
         })
         .await
         .map_err(|e| IntakeError::Outbox(OutboxError::Task(e.to_string())))?
+    }
+
+    /// How many group commits stored the submissions taken so far (fewer than the
+    /// submissions when submitters shared commits).
+    pub fn commits(&self) -> u64 {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .commits
+    }
+
+    /// Stores a submission (see [`Intake::submit`]) in the next group commit; answers once it
+    /// is durable, or with why it was refused.
+    pub async fn submit(
+        &self,
+        input: Vec<u8>,
+        strictness: Strictness,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Vec<Stored>, IntakeError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.waiting.push_back((input, strictness, reply));
+            q.submitted += 1;
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if lead {
+            tokio::spawn(self.clone().commit_waiting(clock));
+        }
+        answer.await.map_err(|_| {
+            IntakeError::Outbox(OutboxError::Task("the group commit stopped".into()))
+        })?
+    }
+
+    /// Commits what waits, group after group, until nothing does.
+    async fn commit_waiting(self, clock: Arc<dyn Clock>) {
+        loop {
+            let group: Vec<(Vec<u8>, Strictness, Reply)> = {
+                let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut bytes = 0;
+                let mut take = 0;
+                for (input, _, _) in q.waiting.iter().take(MAX_GROUP) {
+                    if take > 0 && bytes + input.len() > MAX_GROUP_BYTES {
+                        break;
+                    }
+                    bytes += input.len();
+                    take += 1;
+                }
+                if take == 0 {
+                    q.committing = false;
+                    return;
+                }
+                q.commits += 1;
+                q.waiting.drain(..take).collect()
+            };
+            let (inputs, replies): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .map(|(input, strictness, reply)| ((input, strictness), reply))
+                .unzip();
+            let now = clock.now_ms();
+            let results = self
+                .call(move |intake| {
+                    let subs: Vec<(&[u8], Strictness)> =
+                        inputs.iter().map(|(b, s)| (b.as_slice(), *s)).collect();
+                    Ok(intake.submit_group(&subs, now))
+                })
+                .await;
+            match results {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        // A submitter that went away no longer needs its answer.
+                        let _ = reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.echo()));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -746,6 +961,90 @@ mod tests {
             )
         );
         assert_eq!(intake.outbox().head().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn a_group_commit_keeps_each_submission_whole_and_judged_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut intake = intake(&dir);
+        let budget = line("BL-1", 100);
+        let malformed = b"{\"kind\":\"budget_line\"}".to_vec();
+        let too_much = contract("C-1", "BL-1", 90, "2024-03-01");
+        let strict_over = lines(&[line("BL-2", 10), contract("C-2", "BL-1", 20, "2024-03-02")]);
+        let fits = contract("C-3", "BL-1", 10, "2024-03-03");
+        let results = intake.submit_group(
+            &[
+                (&budget, Strictness::Lenient),
+                (&malformed, Strictness::Lenient),
+                (&too_much, Strictness::Lenient),
+                // Refused whole: C-2 would exceed BL-1 after C-1; BL-2 is not stored either.
+                (&strict_over, Strictness::Strict),
+                (&fits, Strictness::Strict),
+            ],
+            7,
+        );
+        assert_eq!(results.len(), 5);
+        let seqs = |r: &Result<Vec<Stored>, IntakeError>| -> Vec<u64> {
+            r.as_ref().unwrap().iter().map(|s| s.seq).collect()
+        };
+        assert_eq!(seqs(&results[0]), [1]);
+        assert!(matches!(results[1], Err(IntakeError::Refused(_))));
+        assert_eq!(seqs(&results[2]), [2]);
+        assert!(matches!(results[3], Err(IntakeError::BreaksRules { .. })));
+        assert_eq!(seqs(&results[4]), [3]);
+        assert_eq!(intake.outbox().head().unwrap().seq, 3);
+        // The view followed the group: BL-1 has 0 fen left.
+        let report = intake
+            .check(&contract("C-4", "BL-1", 1, "2024-03-04"))
+            .unwrap();
+        assert_eq!(report.findings[0].code.as_deref(), Some("BUDGET_EXCEEDED"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submitters_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = SharedIntake::new(intake(&dir));
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(9));
+        // Hold the intake while 64 submitters queue up: they can only share one or two
+        // commits.
+        let held = Arc::clone(&shared.intake);
+        let (locked_tx, locked) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _guard = held.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        locked.recv().unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let shared = shared.clone();
+                let clock = Arc::clone(&clock);
+                tokio::spawn(async move {
+                    shared
+                        .submit(line(&format!("BL-{i}"), 100), Strictness::Lenient, clock)
+                        .await
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while shared.queue.lock().unwrap().submitted < 64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "submitters did not queue"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.extend(t.await.unwrap().unwrap().into_iter().map(|s| s.seq));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=64).collect::<Vec<u64>>());
+        assert!(shared.commits() <= 2, "{} commits", shared.commits());
+        assert!(!shared.queue.lock().unwrap().committing);
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub enum OutboxError {
     AlreadyEnrolled(AgentId),
     #[error("the outbox task stopped unexpectedly: {0}")]
     Task(String),
+    /// A failure shared by every submission of a group commit (see `Intake::submit_group`).
+    #[error("the outbox failed: {0}")]
+    Shared(String),
     /// Another writer appended first: the chain's head is no longer the one expected.
     #[error("the outbox head moved from seq {expected} to seq {found} meanwhile; nothing stored")]
     HeadMoved { expected: u64, found: u64 },
@@ -99,6 +102,16 @@ impl OutboxError {
     /// the same request may succeed later.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, OutboxError::Unavailable(_) | OutboxError::Busy)
+    }
+
+    /// The same failure, for another caller that shared the transaction: busy and
+    /// unavailable stay what they are, anything else becomes [`OutboxError::Shared`].
+    pub fn echo(&self) -> OutboxError {
+        match self {
+            OutboxError::Busy => OutboxError::Busy,
+            OutboxError::Unavailable(why) => OutboxError::Unavailable(why.clone()),
+            other => OutboxError::Shared(other.to_string()),
+        }
     }
 
     /// A corrupt-database error, as the damage of the file at `path`.
@@ -210,6 +223,47 @@ pub struct SyncState {
     pub last_attempt_ms: Option<i64>,
     /// The hub's position in this agent's outcome changes (see `Receipt::outcome_cursor`).
     pub outcome_cursor: u64,
+}
+
+/// What a receipt's log proof changed: the checkpoint now trusted (none: forget the old one),
+/// the one trusted before, the findings against the hub's log, and the signed checkpoint the
+/// hub showed (exact JSON), kept with each finding as evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubLogUpdate {
+    pub trusted: Option<Trusted>,
+    pub held: Option<Trusted>,
+    pub findings: Vec<Finding>,
+    pub shown: String,
+    pub now_ms: i64,
+}
+
+fn record_hub_log_in(tx: &Transaction<'_>, u: &HubLogUpdate) -> Result<(), OutboxError> {
+    match &u.trusted {
+        Some(t) => tx.execute(
+            "INSERT INTO hub_log (id, tree_size, root, hub_time_ms, checked_ms)
+             VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET tree_size = excluded.tree_size,
+                 root = excluded.root, hub_time_ms = excluded.hub_time_ms,
+                 checked_ms = excluded.checked_ms",
+            params![to_i64(t.tree_size), &t.root.0[..], t.hub_time_ms, u.now_ms],
+        )?,
+        None => tx.execute("DELETE FROM hub_log", [])?,
+    };
+    for f in &u.findings {
+        tx.execute(
+            "INSERT INTO hub_log_findings (at_ms, kind, detail, held_size, held_root, shown)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                u.now_ms,
+                f.kind(),
+                f.to_string(),
+                u.held.map(|h| to_i64(h.tree_size)),
+                u.held.map(|h| h.root.0.to_vec()),
+                u.shown
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// A finding against the hub's log, as recorded.
@@ -594,6 +648,21 @@ impl Outbox {
         records: &[NewRecord<'_>],
         now_ms: i64,
     ) -> Result<Vec<u64>, OutboxError> {
+        let mut seqs = self.append_groups(key, agent, expected_head, &[records], now_ms)?;
+        Ok(seqs.pop().unwrap_or_default())
+    }
+
+    /// Group commit: appends several submissions, one after the other, in one transaction
+    /// (one fsync), while the chain's head is still `expected_head`; all are stored or none.
+    /// Returns each group's seqs.
+    pub fn append_groups(
+        &mut self,
+        key: &KeyPair,
+        agent: &AgentId,
+        expected_head: u64,
+        groups: &[&[NewRecord<'_>]],
+        now_ms: i64,
+    ) -> Result<Vec<Vec<u64>>, OutboxError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -604,7 +673,10 @@ impl Outbox {
                 found,
             });
         }
-        let seqs = append_in(&tx, key, agent, records, now_ms)?;
+        let seqs = groups
+            .iter()
+            .map(|records| append_in(&tx, key, agent, records, now_ms))
+            .collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
         Ok(seqs)
     }
@@ -719,9 +791,23 @@ impl Outbox {
     /// outcome cursor. Outcomes for seqs this outbox does not hold are ignored. A resend's
     /// outcome only fills in an outcome that is missing: a later change may already be stored.
     pub fn apply_receipt(&mut self, receipt: &Receipt) -> Result<(), OutboxError> {
+        self.apply_receipt_with_log(receipt, None)
+    }
+
+    /// [`Outbox::apply_receipt`], and in the same transaction what the receipt's log proof
+    /// changed (the checkpoint now trusted and the findings; see
+    /// [`HubLogUpdate`]).
+    pub fn apply_receipt_with_log(
+        &mut self,
+        receipt: &Receipt,
+        log: Option<&HubLogUpdate>,
+    ) -> Result<(), OutboxError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(update) = log {
+            record_hub_log_in(&tx, update)?;
+        }
         tx.execute(
             "UPDATE sync_state SET acked_seq = ?1, acked_hash = ?2, outcome_cursor = ?3
              WHERE id = 1",
@@ -770,49 +856,6 @@ impl Outbox {
             })
         })
         .transpose()
-    }
-
-    /// Records, in one transaction, the checkpoint now trusted (none: forget the old one) and
-    /// the findings against the hub's log, with the signed checkpoint shown (`shown`, exact
-    /// JSON) and the one held before.
-    pub fn record_hub_log(
-        &mut self,
-        trusted: Option<&Trusted>,
-        held: Option<&Trusted>,
-        findings: &[Finding],
-        shown: &str,
-        now_ms: i64,
-    ) -> Result<(), OutboxError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        match trusted {
-            Some(t) => tx.execute(
-                "INSERT INTO hub_log (id, tree_size, root, hub_time_ms, checked_ms)
-                 VALUES (1, ?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO UPDATE SET tree_size = excluded.tree_size,
-                     root = excluded.root, hub_time_ms = excluded.hub_time_ms,
-                     checked_ms = excluded.checked_ms",
-                params![to_i64(t.tree_size), &t.root.0[..], t.hub_time_ms, now_ms],
-            )?,
-            None => tx.execute("DELETE FROM hub_log", [])?,
-        };
-        for f in findings {
-            tx.execute(
-                "INSERT INTO hub_log_findings (at_ms, kind, detail, held_size, held_root, shown)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    now_ms,
-                    f.kind(),
-                    f.to_string(),
-                    held.map(|h| to_i64(h.tree_size)),
-                    held.map(|h| h.root.0.to_vec()),
-                    shown
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     /// How many findings against the hub's log were recorded, and the latest one.

@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::client::{ClientError, Credentials, HubClient};
 use crate::clock::Clock;
-use crate::outbox::{Enrollment, Head, OutboxError, SharedOutbox};
+use crate::outbox::{Enrollment, Head, HubLogUpdate, OutboxError, SharedOutbox};
 use crate::policy::{self, PolicyPull, PullError};
 
 /// Records per batch unless configured otherwise.
@@ -313,12 +313,15 @@ impl Syncer {
         let mut sent = 0u64;
         let mut resyncs = 0u32;
         let mut update_rounds = 0u32;
+        // The next batch, read while the last one was in flight: (first seq - 1, envelopes).
+        let mut prefetched: Option<(u64, Vec<(Envelope, Digest)>)> = None;
         loop {
             if self.need_watermark {
                 self.reconcile().await?;
                 self.need_watermark = false;
+                prefetched = None;
             }
-            let mut plan = self.plan().await?;
+            let mut plan = self.plan(prefetched.take()).await?;
             let after_hash = plan.after_hash.ok_or_else(|| SyncError::LocalChain {
                 code: "local_chain",
                 seq: plan.acked,
@@ -347,7 +350,22 @@ impl Syncer {
                 },
                 envelopes: plan.batch.into_iter().map(|(e, _)| e).collect(),
             };
-            let receipt = match self.client.send_batch(&self.creds, &req).await {
+            // Read the batch after this one while this one is in flight.
+            let more = sent_through < plan.head.seq;
+            let (answer, next) = tokio::join!(self.client.send_batch(&self.creds, &req), async {
+                if !more {
+                    return Ok(None);
+                }
+                let agent = self.creds.agent.clone();
+                let limit = self.batch_size;
+                self.outbox
+                    .call(move |o| o.envelopes_after(&agent, sent_through, limit))
+                    .await
+                    .map(|batch| Some((sent_through, batch)))
+            });
+            // A failed read ahead only means the next batch is read again.
+            prefetched = next.ok().flatten();
+            let receipt = match answer {
                 Ok(receipt) => receipt,
                 Err(e)
                     if e.code().is_some_and(ErrorCode::needs_resync)
@@ -386,13 +404,15 @@ impl Syncer {
                 }
                 Err(p) => return Err(SyncError::BadReceipt(p.to_string())),
             }
-            self.check_log(&receipt, plan.log).await?;
+            let log = self.check_log(&receipt, plan.log)?;
             let acked = receipt.acked_seq;
             self.hub_policy_version = Some(receipt.policy_version);
             // A full page of updates that moved the cursor: more may wait at the hub.
             let more_updates = receipt.updates.len() >= MAX_OUTCOME_UPDATES
                 && receipt.outcome_cursor > plan.outcome_cursor;
-            self.outbox.call(move |o| o.apply_receipt(&receipt)).await?;
+            self.outbox
+                .call(move |o| o.apply_receipt_with_log(&receipt, log.as_ref()))
+                .await?;
             sent += count;
             if acked >= plan.head.seq {
                 if more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP {
@@ -411,7 +431,12 @@ impl Syncer {
         }
     }
 
-    async fn plan(&self) -> Result<Plan, SyncError> {
+    /// What to send next: the envelopes after the acknowledged seq (`prefetched`, when they
+    /// were read ahead from that seq) and what the heartbeat reports.
+    async fn plan(
+        &self,
+        prefetched: Option<(u64, Vec<(Envelope, Digest)>)>,
+    ) -> Result<Plan, SyncError> {
         let agent = self.creds.agent.clone();
         let limit = self.batch_size;
         Ok(self
@@ -419,11 +444,15 @@ impl Syncer {
             .call(move |o| {
                 let state = o.sync_state()?;
                 let head = o.head()?;
+                let batch = match prefetched {
+                    Some((after, batch)) if after == state.acked_seq => batch,
+                    _ => o.envelopes_after(&agent, state.acked_seq, limit)?,
+                };
                 Ok(Plan {
                     acked: state.acked_seq,
                     after_hash: o.hash_at(state.acked_seq)?,
                     head,
-                    batch: o.envelopes_after(&agent, state.acked_seq, limit)?,
+                    batch,
                     last_error: state.last_error,
                     outcome_cursor: state.outcome_cursor,
                     log: o.hub_log()?,
@@ -432,15 +461,15 @@ impl Syncer {
             .await?)
     }
 
-    /// Checks the receipt's log proof against the checkpoint this agent trusts (`held`) and
-    /// records the result: the new checkpoint, and any finding, logged as an error and kept
-    /// as evidence. A log that shrank or forked means the hub lost or rewrote history: the
-    /// next round re-reads its watermark, and what it lost is sent again.
-    async fn check_log(
+    /// Checks the receipt's log proof against the checkpoint this agent trusts (`held`);
+    /// returns what to record with the receipt: the new checkpoint and any finding (logged
+    /// here as an error, kept as evidence). A log that shrank or forked means the hub lost or
+    /// rewrote history: the next round re-reads its watermark, and what it lost is sent again.
+    fn check_log(
         &mut self,
         receipt: &Receipt,
         held: Option<Trusted>,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<HubLogUpdate>, SyncError> {
         let (checked, shown) = match &receipt.log {
             Some(proof) => {
                 let checked = checkpoint::check(
@@ -478,10 +507,10 @@ impl Syncer {
                     shown: 0,
                 }],
             ),
-            (None, _) => return Ok(()),
+            (None, _) => return Ok(None),
         };
         if trusted == held && findings.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         for f in &findings {
             error!(kind = f.kind(), "{f}");
@@ -492,13 +521,13 @@ impl Syncer {
         {
             self.need_watermark = true;
         }
-        let now = self.clock.now_ms();
-        self.outbox
-            .call(move |o| {
-                o.record_hub_log(trusted.as_ref(), held.as_ref(), &findings, &shown, now)
-            })
-            .await?;
-        Ok(())
+        Ok(Some(HubLogUpdate {
+            trusted,
+            held,
+            findings,
+            shown,
+            now_ms: self.clock.now_ms(),
+        }))
     }
 
     /// Reads the hub's watermark and moves the local `acked_seq` to it when both chains agree.
