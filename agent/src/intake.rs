@@ -295,64 +295,103 @@ impl Intake {
                 Err(e) => return echo_to_all(prepared, &e.into()),
             };
             let expected_head = view.through_seq();
-            // Judge in order; a strict submission that breaks a rule is refused here and
-            // leaves the view as it was.
-            let mut judged: Vec<Option<Vec<Vec<rules::Finding>>>> = Vec::new();
-            let mut refused: Vec<Option<IntakeError>> = Vec::new();
-            for (i, records) in prepared.iter().enumerate() {
-                let Ok(records) = records else {
-                    judged.push(None);
-                    refused.push(None);
-                    continue;
-                };
-                let (input, strictness) = submissions[i];
-                match strictness {
-                    Strictness::Lenient => {
-                        judged.push(Some(view.judge(records)));
-                        refused.push(None);
-                    }
-                    Strictness::Strict => {
-                        let mut trial = view.clone();
-                        let findings = trial.judge(records);
-                        if findings
+            let agent = &self.enrollment.agent_id;
+            let lenient_only = prepared
+                .iter()
+                .zip(submissions)
+                .all(|(p, (_, strictness))| p.is_err() || *strictness == Strictness::Lenient);
+            let mut view_sound = true;
+            let (judged, refused, appended) = if lenient_only {
+                // Nothing can be refused for its rules: judge on one thread while the
+                // records are signed and stored on others (the findings are only reported).
+                let news: Vec<Vec<NewRecord<'_>>> = prepared
+                    .iter()
+                    .filter_map(|p| p.as_ref().ok().map(|r| r.iter().map(new_record).collect()))
+                    .collect();
+                let groups: Vec<&[NewRecord<'_>]> = news.iter().map(Vec::as_slice).collect();
+                let (key, outbox, view) = (&self.key, &mut self.outbox, &mut view);
+                let (judging, appended) = std::thread::scope(|scope| {
+                    let judging = scope.spawn(|| {
+                        prepared
                             .iter()
-                            .flatten()
-                            .any(|f| f.rule.severity() == Severity::Reject)
-                        {
-                            let findings = rule_findings_from(input, records, &findings);
-                            judged.push(None);
-                            refused.push(Some(IntakeError::BreaksRules {
-                                offences: offences(&findings),
-                                findings,
-                            }));
-                        } else {
-                            view = trial;
-                            judged.push(Some(findings));
+                            .map(|p| p.as_ref().ok().map(|records| view.judge(records)))
+                            .collect::<Vec<_>>()
+                    });
+                    let appended = outbox.append_groups(key, agent, expected_head, &groups, now_ms);
+                    (judging.join(), appended)
+                });
+                let judged = judging.unwrap_or_else(|_| {
+                    // The rules failed (a bug): the records are stored all the same, their
+                    // findings unknown; the view is rebuilt on next use.
+                    tracing::error!("judging a submission failed; its rule codes are not reported");
+                    view_sound = false;
+                    prepared
+                        .iter()
+                        .map(|p| p.as_ref().ok().map(|r| vec![Vec::new(); r.len()]))
+                        .collect()
+                });
+                let refused = prepared.iter().map(|_| None).collect();
+                (judged, refused, appended)
+            } else {
+                // Judge in order; a strict submission that breaks a rule is refused here and
+                // leaves the view as it was.
+                let mut judged: Vec<Option<Vec<Vec<rules::Finding>>>> = Vec::new();
+                let mut refused: Vec<Option<IntakeError>> = Vec::new();
+                for (i, records) in prepared.iter().enumerate() {
+                    let Ok(records) = records else {
+                        judged.push(None);
+                        refused.push(None);
+                        continue;
+                    };
+                    let (input, strictness) = submissions[i];
+                    match strictness {
+                        Strictness::Lenient => {
+                            judged.push(Some(view.judge(records)));
                             refused.push(None);
+                        }
+                        Strictness::Strict => {
+                            let mut trial = view.clone();
+                            let findings = trial.judge(records);
+                            if findings
+                                .iter()
+                                .flatten()
+                                .any(|f| f.rule.severity() == Severity::Reject)
+                            {
+                                let findings = rule_findings_from(input, records, &findings);
+                                judged.push(None);
+                                refused.push(Some(IntakeError::BreaksRules {
+                                    offences: offences(&findings),
+                                    findings,
+                                }));
+                            } else {
+                                view = trial;
+                                judged.push(Some(findings));
+                                refused.push(None);
+                            }
                         }
                     }
                 }
-            }
-            let news: Vec<Vec<NewRecord<'_>>> = prepared
-                .iter()
-                .zip(&judged)
-                .filter_map(|(records, j)| match (records, j) {
-                    (Ok(records), Some(_)) => Some(records.iter().map(new_record).collect()),
-                    _ => None,
-                })
-                .collect();
-            let groups: Vec<&[NewRecord<'_>]> = news.iter().map(Vec::as_slice).collect();
+                let news: Vec<Vec<NewRecord<'_>>> = prepared
+                    .iter()
+                    .zip(&judged)
+                    .filter_map(|(records, j)| match (records, j) {
+                        (Ok(records), Some(_)) => Some(records.iter().map(new_record).collect()),
+                        _ => None,
+                    })
+                    .collect();
+                let groups: Vec<&[NewRecord<'_>]> = news.iter().map(Vec::as_slice).collect();
+                let appended =
+                    self.outbox
+                        .append_groups(&self.key, agent, expected_head, &groups, now_ms);
+                (judged, refused, appended)
+            };
             // The view now holds the records; it goes back only once they are stored.
-            let agent = &self.enrollment.agent_id;
-            match self
-                .outbox
-                .append_groups(&self.key, agent, expected_head, &groups, now_ms)
-            {
+            match appended {
                 Ok(seqs) => {
                     if let Some(&last) = seqs.iter().flatten().last() {
                         view.stored(last);
                     }
-                    self.view = Some(view);
+                    self.view = view_sound.then_some(view);
                     let mut seqs = seqs.into_iter();
                     return prepared
                         .into_iter()

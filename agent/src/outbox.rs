@@ -284,7 +284,7 @@ pub struct StoredPolicy {
 }
 
 /// An envelope row exactly as stored, before any check (for `verify`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRow {
     pub seq: u64,
     pub prev: Vec<u8>,
@@ -993,12 +993,6 @@ fn append_in(
     now_ms: i64,
 ) -> Result<Vec<u64>, OutboxError> {
     let head = head_of(tx)?;
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO envelopes (seq, prev, hash, body, sig, kind, record_id, rev, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut seqs = Vec::with_capacity(records.len());
-    let (mut seq, mut prev) = (head.seq, head.hash);
     for (i, r) in records.iter().enumerate() {
         if r.body.len() > MAX_BODY_BYTES {
             return Err(OutboxError::BodyTooLarge {
@@ -1011,24 +1005,107 @@ fn append_in(
         if serde_json::from_slice::<&RawValue>(r.body).is_err() {
             return Err(OutboxError::NotJson { index: i + 1 });
         }
-        seq += 1;
-        let e = Envelope::sign(key, agent.clone(), seq, prev, r.body.to_vec());
-        let hash = e.hash();
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO envelopes (seq, prev, hash, body, sig, kind, record_id, rev, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut insert = |r: &NewRecord<'_>, link: &Link| -> Result<u64, OutboxError> {
         stmt.execute(params![
-            to_i64(seq),
-            &prev.0[..],
-            &hash.0[..],
-            &e.body,
-            &e.sig.0[..],
+            to_i64(link.seq),
+            &link.prev.0[..],
+            &link.hash.0[..],
+            r.body,
+            &link.sig.0[..],
             r.kind.as_str(),
             r.id.as_str(),
             r.rev,
             now_ms,
         ])?;
-        seqs.push(seq);
-        prev = hash;
+        Ok(link.seq)
+    };
+    if records.len() < PARALLEL_SIGNING_FROM {
+        let mut links = Links::new(key, agent, head.seq, head.hash);
+        return records
+            .iter()
+            .map(|r| insert(r, &links.next(r.body)))
+            .collect();
     }
-    Ok(seqs)
+    // Signing is strictly sequential (each envelope's prev is the last one's hash, which
+    // covers its signature) and is most of the work: one thread signs while this one, which
+    // owns the transaction, inserts what it has signed.
+    std::thread::scope(|scope| {
+        let (send, signed) = std::sync::mpsc::sync_channel::<Link>(SIGNED_AHEAD);
+        scope.spawn(move || {
+            let mut links = Links::new(key, agent, head.seq, head.hash);
+            for r in records {
+                if send.send(links.next(r.body)).is_err() {
+                    // The inserting side failed and stopped listening.
+                    return;
+                }
+            }
+        });
+        records
+            .iter()
+            .map(|r| {
+                let link = signed
+                    .recv()
+                    .map_err(|_| OutboxError::Task("the signing thread stopped".into()))?;
+                insert(r, &link)
+            })
+            .collect()
+    })
+}
+
+/// Submissions of at least this many records are signed on a second thread.
+const PARALLEL_SIGNING_FROM: usize = 256;
+/// How many signed envelopes may wait to be inserted.
+const SIGNED_AHEAD: usize = 1024;
+
+/// One envelope's place in the chain: what is stored beside its body.
+struct Link {
+    seq: u64,
+    prev: Digest,
+    hash: Digest,
+    sig: Signature,
+}
+
+/// Signs bodies one after the other into the chain after `(seq, hash)`.
+struct Links<'a> {
+    key: &'a KeyPair,
+    agent: &'a AgentId,
+    seq: u64,
+    prev: Digest,
+}
+
+impl<'a> Links<'a> {
+    fn new(key: &'a KeyPair, agent: &'a AgentId, seq: u64, prev: Digest) -> Links<'a> {
+        Links {
+            key,
+            agent,
+            seq,
+            prev,
+        }
+    }
+
+    fn next(&mut self, body: &[u8]) -> Link {
+        self.seq += 1;
+        let e = Envelope::sign(
+            self.key,
+            self.agent.clone(),
+            self.seq,
+            self.prev,
+            body.to_vec(),
+        );
+        let link = Link {
+            seq: self.seq,
+            prev: self.prev,
+            hash: e.hash(),
+            sig: e.sig,
+        };
+        self.prev = link.hash;
+        link
+    }
 }
 
 /// An outbox connection used from async code: each call runs on tokio's blocking pool, so a
@@ -1262,6 +1339,34 @@ pub(crate) mod tests {
 
         assert_eq!(append(&mut outbox, &[Some(body(3))]).unwrap(), vec![3]);
         verify_all(&outbox);
+    }
+
+    #[test]
+    fn a_large_submission_signed_on_a_second_thread_makes_the_same_chain() {
+        let bodies: Vec<Option<Vec<u8>>> = (1..=700).map(|n| Some(body(n))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        // One submission of 700 (signed beside the inserts) ...
+        let mut one = Outbox::open(&dir.path().join("one.db")).unwrap();
+        assert_eq!(
+            append(&mut one, &bodies).unwrap(),
+            (1..=700).collect::<Vec<_>>()
+        );
+        // ... and seven of 100 (signed in line) end in the same chain, row for row.
+        let mut seven = Outbox::open(&dir.path().join("seven.db")).unwrap();
+        for chunk in bodies.chunks(100) {
+            append(&mut seven, chunk).unwrap();
+        }
+        assert_eq!(verify_all(&one), verify_all(&seven));
+        assert_eq!(
+            one.rows_after(0, 1000).unwrap(),
+            seven.rows_after(0, 1000).unwrap()
+        );
+        // A bad record anywhere in a large submission still stores nothing of it.
+        let mut bad = bodies.clone();
+        bad[650] = Some(b"not json".to_vec());
+        let err = append(&mut one, &bad).unwrap_err();
+        assert!(matches!(err, OutboxError::NotJson { index: 651 }), "{err}");
+        assert_eq!(one.head().unwrap().seq, 700);
     }
 
     #[test]
