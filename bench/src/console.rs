@@ -20,6 +20,8 @@ use tongbu_hub::store::{Reads, Role, StoreError};
 use tongbu_hub::{DEFAULT_EXPIRE_EVERY, Hub, SystemClock};
 use tongbu_shared::AgentId;
 
+use crate::stats::Latencies;
+
 /// Who may open a page, and so what a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -352,13 +354,7 @@ async fn measure_all(opts: &Options) -> anyhow::Result<Report> {
         opts.data_dir.display()
     );
     let hub = Hub::open(&opts.data_dir, Arc::new(SystemClock))?;
-    let api_key = hub
-        .create_api_key(Role::Operator)
-        .await?
-        .expose()
-        .to_owned();
-    let sample = Sample::of(&hub).await?;
-    let password = console_user(&hub).await?;
+    let prepared = prepare(&hub).await?;
 
     let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -371,7 +367,52 @@ async fn measure_all(opts: &Options) -> anyhow::Result<Report> {
         },
         DEFAULT_EXPIRE_EVERY,
     ));
+    let report = measure_pages(
+        &base,
+        &prepared,
+        opts.requests,
+        Duration::from_secs_f64(opts.max_seconds.max(0.1)),
+    )
+    .await;
+    let _ = stop_hub.send(());
+    server.await??;
+    report
+}
 
+/// What measuring a hub's pages needs from its data: an operator API key, the password of a
+/// console admin made for the run, and the values path templates are filled with.
+pub struct Prepared {
+    api_key: String,
+    password: String,
+    sample: Sample,
+}
+
+/// Prepares `hub` (opened in process on its data directory) for [`measure_pages`]: creates an
+/// operator API key, adds (or resets) the console user [`CONSOLE_USER`] and samples the data.
+/// The hub may then be served by this process or by `tongbu-hub serve`.
+pub async fn prepare(hub: &Hub) -> anyhow::Result<Prepared> {
+    let api_key = hub
+        .create_api_key(Role::Operator)
+        .await?
+        .expose()
+        .to_owned();
+    let sample = Sample::of(hub).await?;
+    let password = console_user(hub).await?;
+    Ok(Prepared {
+        api_key,
+        password,
+        sample,
+    })
+}
+
+/// Measures the loopback limit (an empty 200 from a trivial axum handler on another port,
+/// served here) and every page of [`PAGES`] of the hub serving plain HTTP at `base`.
+pub async fn measure_pages(
+    base: &str,
+    prepared: &Prepared,
+    requests: usize,
+    budget: Duration,
+) -> anyhow::Result<Report> {
     let (stop_empty, empty_stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let empty_base = format!("http://{}", listener.local_addr()?);
@@ -391,8 +432,7 @@ async fn measure_all(opts: &Options) -> anyhow::Result<Report> {
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(1)
         .build()?;
-    let budget = Duration::from_secs_f64(opts.max_seconds.max(0.1));
-    let requests = opts.requests.max(1);
+    let requests = requests.max(1);
 
     let empty_page = page("loopback: empty 200 (axum)", "/", Access::Open);
     let limit = measure(
@@ -406,25 +446,23 @@ async fn measure_all(opts: &Options) -> anyhow::Result<Report> {
     )
     .await?;
 
-    let session = console_session(&client, &base, &password).await?;
+    let session = console_session(&client, base, &prepared.password).await?;
     let mut pages = Vec::new();
     for p in PAGES {
         let auth = match p.access {
             Access::Open => None,
-            Access::ApiKey => Some(Credential::Bearer(&api_key)),
+            Access::ApiKey => Some(Credential::Bearer(&prepared.api_key)),
             Access::Console => Some(Credential::Session(&session)),
         };
-        let mut f = measure(&client, &base, p, auth, requests, budget, |t, i| {
-            sample.fill(t, i)
+        let mut f = measure(&client, base, p, auth, requests, budget, |t, i| {
+            prepared.sample.fill(t, i)
         })
         .await?;
         f.p50_ratio = Some(f.p50_ms / limit.p50_ms);
         pages.push(f);
     }
 
-    let _ = stop_hub.send(());
     let _ = stop_empty.send(());
-    server.await??;
     empty_server.await??;
     Ok(Report { limit, pages })
 }
@@ -486,20 +524,18 @@ async fn measure(
         }
     }
     let wall = counted_from.elapsed();
-    latencies.sort_unstable();
-    let n = latencies.len();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |q: usize| ms(latencies[((n * q).div_ceil(100)).clamp(1, n) - 1]);
+    let lat = Latencies::new(latencies);
+    let n = lat.count();
     Ok(PageFigure {
         page: page.name.to_owned(),
         example,
         requests: n,
-        p50_ms: at(50),
-        p95_ms: at(95),
-        max_ms: ms(latencies[n - 1]),
+        p50_ms: lat.ms(50.0),
+        p95_ms: lat.ms(95.0),
+        max_ms: lat.max_ms(),
         per_s: n as f64 / wall.as_secs_f64(),
         p50_ratio: None,
-        mean_bytes: bytes / n,
+        mean_bytes: bytes / n.max(1),
     })
 }
 

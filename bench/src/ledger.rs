@@ -66,12 +66,7 @@ pub fn run(records: usize, batch: usize) -> anyhow::Result<Vec<crate::Figure>> {
     .against(&raw);
 
     let verify = limits::ring_verify_one_core(20_000)?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let verify_all = Figure {
-        name: format!("ring Ed25519 verify x {cores} cores"),
-        value: verify.value * cores as f64,
-        ..verify.clone()
-    };
+    let verify_all = limits::times_cores(&verify, crate::system::cores(), "verify");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -94,7 +89,7 @@ async fn hub_ingest(stream: &[(AgentId, Vec<u8>)], batch: usize) -> anyhow::Resu
     use std::sync::Arc;
     use tongbu_hub::{Hub, SystemClock};
 
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::Scratch::new("tongbu-bench-ledger")?;
     let hub = Hub::open(dir.path(), Arc::new(SystemClock))?;
     // Enroll one agent per county; the stream's agent ids are replaced by the hub's.
     let mut agents = std::collections::BTreeMap::new();

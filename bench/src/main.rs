@@ -4,15 +4,24 @@
 
 mod console;
 mod feed;
+mod fixture;
+mod forward;
 mod generate;
 mod ledger;
 mod limits;
+mod report;
+mod scratch;
+mod stats;
+mod suite;
+mod system;
 
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+
+pub use report::Figure;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +39,49 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Everything in one run: this machine's limits, then the performance issue's scenarios
+    /// against the real binaries (beside this executable unless --bin-dir), each figure beside
+    /// its limit and its bar. Progress on stderr; the report on stdout.
+    Suite {
+        /// Tiny sizes, a few seconds per scenario (CI: proves the suite still runs).
+        #[arg(long)]
+        smoke: bool,
+        /// Run only these scenarios (comma-separated names or numbers 1-6); the limits are
+        /// always measured.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<suite::Scenario>,
+        /// The folder holding tongbu-hub and tongbu-agent (default: this executable's).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Where the scenarios' data directories go (default: the temporary folder).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        #[command(flatten)]
+        sizes: Box<suite::SizeArgs>,
+    },
+    /// Tongbu's side of the peer comparison (bench/peer/rsyslog.sh): one real agent stores N
+    /// records (`submit`) and forwards them to a real hub (`sync --once`), every one signed,
+    /// verified and acknowledged exactly once.
+    Forward {
+        /// Records to forward.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// Records per batch (the agent's default: 500).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// The folder holding tongbu-hub and tongbu-agent (default: this executable's).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Writes N realistic records (one county, with anomalies) as JSON Lines to stdout.
+    Records {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value = "430112")]
+        county: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Applying records to the provincial ledger, beside raw SQLite inserts.
     Ledger {
         /// Records in the stream.
@@ -77,41 +129,60 @@ enum Command {
     },
 }
 
-/// One measured figure.
-#[derive(Debug, Clone, Serialize)]
-pub struct Figure {
-    pub name: String,
-    pub unit: &'static str,
-    pub value: f64,
-    /// The limit this figure is compared with, by name, and the ratio to it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ratio: Option<f64>,
-}
-
-impl Figure {
-    pub fn rate(name: &str, count: usize, took: Duration) -> Figure {
-        Figure {
-            name: name.to_owned(),
-            unit: "per s",
-            value: count as f64 / took.as_secs_f64(),
-            limit: None,
-            ratio: None,
-        }
-    }
-
-    pub fn against(mut self, limit: &Figure) -> Figure {
-        self.ratio = Some(self.value / limit.value);
-        self.limit = Some(limit.name.clone());
-        self
-    }
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let figures = match cli.command {
+        Command::Suite {
+            smoke,
+            only,
+            bin_dir,
+            work_dir,
+            sizes,
+        } => {
+            let report = suite::run(&suite::Options {
+                smoke,
+                only,
+                bin_dir,
+                work_dir,
+                sizes: *sizes,
+            })?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                suite::print(&report);
+            }
+            // Missed bars are figures; only a scenario that could not run fails the process.
+            return Ok(if report.all_ran() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::Ledger { records, batch } => ledger::run(records, batch)?,
+        Command::Forward {
+            records,
+            batch,
+            bin_dir,
+        } => forward::run(&forward::Options {
+            records,
+            batch,
+            bin_dir,
+        })?,
+        Command::Records {
+            count,
+            county,
+            seed,
+        } => {
+            let county = tongbu_shared::CountyCode::parse(&county)?;
+            let mut sim =
+                tongbu_shared::sample::CountySim::new(county, seed, 2025).with_anomalies();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..count {
+                writeln!(out, "{}", sim.next_json())?;
+            }
+            out.flush()?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Generate {
             data_dir,
             records,
@@ -145,7 +216,7 @@ fn main() -> anyhow::Result<()> {
                 s.records as f64 / s.seconds
             );
             println!("{}", s.api_key);
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Console {
             data_dir,
@@ -162,27 +233,13 @@ fn main() -> anyhow::Result<()> {
             } else {
                 console::print(&report);
             }
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        println!(
-            "{:<58} {:>14} {:<8} {:>8}  limit",
-            "figure", "value", "unit", "ratio"
-        );
-        for f in &figures {
-            let ratio = f.ratio.map_or_else(String::new, |r| format!("{r:.3}"));
-            println!(
-                "{:<58} {:>14.0} {:<8} {:>8}  {}",
-                f.name,
-                f.value,
-                f.unit,
-                ratio,
-                f.limit.as_deref().unwrap_or("(machine limit)")
-            );
-        }
+        report::print_figures(&figures);
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

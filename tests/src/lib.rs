@@ -9,14 +9,12 @@ pub mod browser;
 pub mod crash;
 pub mod proxy;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
 
 pub use tempfile::TempDir;
@@ -80,120 +78,21 @@ pub fn bins() -> &'static Bins {
     })
 }
 
-/// Polls `cond` until it returns `Some` or `DEADLINE` passes. Between polls the thread parks for a
-/// few milliseconds: this is a poll with a deadline, not a sleep that guesses how long work takes.
-pub fn wait_for<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> Result<T> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Some(v) = cond() {
-            return Ok(v);
-        }
-        if start.elapsed() > DEADLINE {
-            bail!("timed out after {DEADLINE:?} waiting for {what}");
-        }
-        std::thread::park_timeout(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
+/// Polls `cond` until it returns `Some` or `DEADLINE` passes (see [`tongbu_procs::wait_for`]).
+pub fn wait_for<T>(what: &str, cond: impl FnMut() -> Option<T>) -> Result<T> {
+    Ok(tongbu_procs::wait_for(what, DEADLINE, cond)?)
 }
 
-/// A running child process whose stdout was read up to its READY line and whose stderr goes to
-/// a log file. Killed on drop.
-pub struct Running {
-    child: Child,
-    pub url: String,
-    pub log: PathBuf,
+/// A running child process (READY line read, stderr in a log file, killed on drop); shared with
+/// the benchmark in the `tongbu-procs` crate.
+pub use tongbu_procs::Running;
+
+fn spawn(cmd: Command, log: PathBuf, ready_prefix: &str) -> Result<Running> {
+    Ok(Running::spawn(cmd, log, ready_prefix, DEADLINE)?)
 }
 
-impl Running {
-    fn spawn(mut cmd: Command, log: PathBuf, ready_prefix: &'static str) -> Result<Running> {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        cmd.stdout(Stdio::piped())
-            .stderr(log_file)
-            .stdin(Stdio::null());
-        let mut child = cmd.spawn().context("spawn")?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if !sent && let Some(rest) = line.strip_prefix(ready_prefix) {
-                    let _ = tx.send(rest.trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        match rx.recv_timeout(DEADLINE) {
-            Ok(url) => Ok(Running { child, url, log }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "no {ready_prefix:?} line; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            }
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL: the process gets no chance to clean up.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
-    pub fn terminate(mut self) -> Result<bool> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        if !status.success() {
-            bail!("kill -TERM failed");
-        }
-        let child = &mut self.child;
-        let exit = wait_for("process to exit after SIGTERM", || {
-            child.try_wait().ok().flatten()
-        })?;
-        Ok(exit.success())
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run_output(mut cmd: Command, stdin: Option<&[u8]>) -> Result<Output> {
-    use std::io::Write;
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn()?;
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .ok_or_else(|| anyhow!("no stdin"))?
-            .write_all(input)?;
-    }
-    Ok(child.wait_with_output()?)
+fn run_output(cmd: Command, stdin: Option<&[u8]>) -> Result<Output> {
+    Ok(tongbu_procs::run_output(cmd, stdin)?)
 }
 
 /// The result of one CLI command.
@@ -276,12 +175,9 @@ impl Hub {
             .arg(self.dir.path())
             .args(["--listen", &listen])
             .args(&self.serve_args);
-        let running = Running::spawn(cmd, self.dir.path().join("hub.log"), "READY listen=")?;
+        let running = spawn(cmd, self.dir.path().join("hub.log"), "READY listen=")?;
         self.port = running
-            .url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
+            .port()
             .ok_or_else(|| anyhow!("bad READY url {}", running.url))?;
         self.proc = Some(running);
         Ok(())
@@ -577,7 +473,7 @@ impl Agent {
             "400",
         ]);
         cmd.args(extra);
-        self.proc = Some(Running::spawn(
+        self.proc = Some(spawn(
             cmd,
             self.dir.path().join("agent.log"),
             "READY intake=",
@@ -653,7 +549,7 @@ impl Demo {
             "--data-dir",
         ])
         .arg(dir);
-        let proc = Running::spawn(cmd, dir.with_extension("log"), "READY listen=")?;
+        let proc = spawn(cmd, dir.with_extension("log"), "READY listen=")?;
         let api_key = std::fs::read_to_string(dir.join("demo-api-key"))?
             .trim()
             .to_owned();
