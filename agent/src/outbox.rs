@@ -791,22 +791,33 @@ impl Outbox {
     /// outcome cursor. Outcomes for seqs this outbox does not hold are ignored. A resend's
     /// outcome only fills in an outcome that is missing: a later change may already be stored.
     pub fn apply_receipt(&mut self, receipt: &Receipt) -> Result<(), OutboxError> {
-        self.apply_receipt_with_log(receipt, None)
+        self.apply_receipt_with_log(receipt, None, None)
     }
 
     /// [`Outbox::apply_receipt`], and in the same transaction what the receipt's log proof
     /// changed (the checkpoint now trusted and the findings; see
     /// [`HubLogUpdate`]).
+    /// With `synced` (time, problem), the receipt completes a sync round, recorded in the same
+    /// transaction as by [`Outbox::record_sync`]: whoever sees everything acknowledged sees the
+    /// round's time too.
     pub fn apply_receipt_with_log(
         &mut self,
         receipt: &Receipt,
         log: Option<&HubLogUpdate>,
+        synced: Option<(i64, Option<&str>)>,
     ) -> Result<(), OutboxError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(update) = log {
             record_hub_log_in(&tx, update)?;
+        }
+        if let Some((now_ms, problem)) = synced {
+            tx.execute(
+                "UPDATE sync_state SET last_sync_ms = ?1, last_attempt_ms = ?1, last_error = ?2
+                 WHERE id = 1",
+                params![now_ms, problem],
+            )?;
         }
         tx.execute(
             "UPDATE sync_state SET acked_seq = ?1, acked_hash = ?2, outcome_cursor = ?3

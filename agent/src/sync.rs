@@ -283,11 +283,14 @@ impl Syncer {
             Ok(pulled) => (pulled, None),
             Err(e) => (None, Some(e.to_string().replace(['\n', '\r'], " "))),
         };
-        let result = self.send_all(started).await.map(|summary| SyncSummary {
-            policy: pulled,
-            problem: problem.clone(),
-            ..summary
-        });
+        let result = self
+            .send_all(started, problem.as_deref())
+            .await
+            .map(|summary| SyncSummary {
+                policy: pulled,
+                problem: problem.clone(),
+                ..summary
+            });
         let now = self.clock.now_ms();
         let noted = match &result {
             Ok(_) => {
@@ -309,7 +312,13 @@ impl Syncer {
         Ok(summary)
     }
 
-    async fn send_all(&mut self, started: Instant) -> Result<SyncSummary, SyncError> {
+    /// Sends everything not yet acknowledged; the receipt that completes the round records it
+    /// (`problem`: the policy problem to report with it).
+    async fn send_all(
+        &mut self,
+        started: Instant,
+        problem: Option<&str>,
+    ) -> Result<SyncSummary, SyncError> {
         let mut sent = 0u64;
         let mut resyncs = 0u32;
         let mut update_rounds = 0u32;
@@ -410,8 +419,14 @@ impl Syncer {
             // A full page of updates that moved the cursor: more may wait at the hub.
             let more_updates = receipt.updates.len() >= MAX_OUTCOME_UPDATES
                 && receipt.outcome_cursor > plan.outcome_cursor;
+            let done = acked >= plan.head.seq
+                && !(more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP);
+            let synced = done.then(|| (self.clock.now_ms(), problem.map(str::to_owned)));
             self.outbox
-                .call(move |o| o.apply_receipt_with_log(&receipt, log.as_ref()))
+                .call(move |o| {
+                    let synced = synced.as_ref().map(|(at, p)| (*at, p.as_deref()));
+                    o.apply_receipt_with_log(&receipt, log.as_ref(), synced)
+                })
                 .await?;
             sent += count;
             if acked >= plan.head.seq {
