@@ -3,6 +3,11 @@
 //! small pool of query-only connections inside `spawn_blocking`. No connection is ever held
 //! across an `.await`, and a caller learns of a write only after it has committed.
 //!
+//! With SQLite, a third thread copies the WAL into the database file after commits
+//! (`wal_checkpoint(PASSIVE)` on its own connection), so the writer never does that work itself
+//! while agents wait (unless the checkpointer falls far behind: see
+//! [`SqliteStore::leave_checkpoints_to_another_connection`]).
+//!
 //! Callers hand [`Db::write`] a closure over `&mut dyn Writes` and get its result once it has
 //! committed; they never see the transaction itself, so a later group-commit writer can run
 //! several such closures in one transaction (each under a savepoint) without changing any
@@ -10,6 +15,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
@@ -70,21 +76,33 @@ impl Db {
         Db::start_sqlite(SqliteStore::open(data_dir)?, data_dir)
     }
 
-    /// Starts the writer thread over an open connection to the database in `data_dir`.
+    /// Starts the writer thread over an open connection to the database in `data_dir`, and
+    /// the checkpointer thread.
     pub fn start_sqlite(writer: SqliteStore, data_dir: &Path) -> Result<Db, StoreError> {
         let dir = data_dir.to_owned();
         let open: Opener =
             Arc::new(move || SqliteStore::open_reader(&dir).map(|s| Box::new(s) as Box<dyn Store>));
-        Db::start(Box::new(writer), open)
+        let checkpointer = SqliteStore::open_checkpointer(data_dir)?;
+        writer.leave_checkpoints_to_another_connection()?;
+        let (committed, wake) = std::sync::mpsc::sync_channel(1);
+        spawn("hub-db-checkpoint", move || {
+            run_checkpointer(&checkpointer, &wake)
+        })?;
+        Db::start_with(Box::new(writer), open, Some(committed))
     }
 
     /// Starts the writer thread over `writer`; `open_reader` makes read connections on demand.
     pub fn start(writer: Box<dyn Store>, open_reader: Opener) -> Result<Db, StoreError> {
+        Db::start_with(writer, open_reader, None)
+    }
+
+    fn start_with(
+        writer: Box<dyn Store>,
+        open_reader: Opener,
+        committed: Option<SyncSender<()>>,
+    ) -> Result<Db, StoreError> {
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
-        std::thread::Builder::new()
-            .name("hub-db-writer".into())
-            .spawn(move || run_writer(writer, rx))
-            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        spawn("hub-db-writer", move || run_writer(writer, rx, committed))?;
         Ok(Db {
             jobs,
             readers: Arc::new(ReaderPool {
@@ -150,13 +168,39 @@ impl Db {
     }
 }
 
-fn run_writer(mut store: Box<dyn Store>, mut jobs: mpsc::Receiver<Job>) {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| StoreError::Backend(format!("cannot start the thread {name}: {e}")))
+}
+
+fn run_writer(
+    mut store: Box<dyn Store>,
+    mut jobs: mpsc::Receiver<Job>,
+    committed: Option<SyncSender<()>>,
+) {
     while let Some(job) = jobs.blocking_recv() {
         // A panicking job rolls its transaction back (the guard drops) and its caller sees the
         // reply channel close; the writer itself carries on for everyone else.
         let run = std::panic::catch_unwind(AssertUnwindSafe(|| job(store.as_mut())));
         if run.is_err() {
             tracing::error!("a database write job panicked; its transaction was rolled back");
+        }
+        if let Some(wake) = &committed {
+            // Full: a wake-up is already pending, which covers this commit too.
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+/// Checkpoints after commits until the writer stops (its sender is dropped).
+fn run_checkpointer(store: &SqliteStore, wake: &Receiver<()>) {
+    while wake.recv().is_ok() {
+        if let Err(e) = store.checkpoint() {
+            // The writer's backstop checkpoint covers for a failing checkpointer.
+            tracing::warn!(error = %e, "cannot checkpoint the WAL");
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The running hub: its database handle, signing key, clock, randomness, policy cache and
 //! counters, and the operations the HTTP layer (and the demo) call. Each operation takes
 //! parsed input and returns a domain result; none knows about HTTP. Signature checks run in
-//! `spawn_blocking`, never on the writer thread, and a reply is built only after the write
-//! behind it has committed. Agent requests are authenticated by signature, clock and a
+//! `spawn_blocking`, never on the writer thread, one batch per core at a time, and a reply is
+//! built only after the write behind it has committed. Agent requests are authenticated by signature, clock and a
 //! bounded replay memory ([`crate::replay`]); a key rotation ([`Hub::rotate_key`]) switches the
 //! key requests must be signed with. Start-up refuses a database that fails `quick_check`.
 
@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ring::rand::SystemRandom;
+use tokio::sync::Semaphore;
 use tongbu_shared::KeyPair;
 use tongbu_shared::checkpoint::LogProof;
 use tongbu_shared::crypto::PublicKey;
@@ -28,7 +29,7 @@ use crate::auth::{self, AuthError, AuthHeaders};
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::enroll::{self, EnrollError};
-use crate::ingest::{self, Applied, Contact, IngestError, VerifiedBatch};
+use crate::ingest::{self, Applied, Contact, IngestError, KeyTables, VerifiedBatch};
 use crate::keys::{self, KeyError};
 use crate::ledger::{self, Judged};
 use crate::log;
@@ -80,6 +81,11 @@ struct Inner {
     metrics: Metrics,
     policies: PolicyCache,
     replay: ReplayGuard,
+    /// Batches whose signatures are being checked at once: one per core is all the CPU there
+    /// is, and it bounds the memory (a batch's prepared key is ~0.7 MB).
+    verifiers: Semaphore,
+    /// Agent keys prepared for checking signatures, kept for their next batches.
+    tables: Arc<KeyTables>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -129,6 +135,10 @@ impl Hub {
                 metrics: Metrics::default(),
                 policies,
                 replay: ReplayGuard::default(),
+                verifiers: Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+                ),
+                tables: Arc::default(),
             }),
         })
     }
@@ -237,10 +247,13 @@ impl Hub {
         let policies = self.inner.policies.clone();
         let key = Arc::clone(&self.inner.key);
         let log_from = batch.heartbeat.log_size;
+        // Shared with the writer so that the batch is freed here, not on the writer's time.
+        let verified = Arc::new(verified);
+        let shared = Arc::clone(&verified);
         let applied = self
             .db()
             .write(move |w| {
-                let applied = ingest::apply(w, &policies, &verified, &contact, cursor)?;
+                let applied = ingest::apply(w, &policies, &shared, &contact, cursor)?;
                 let sealed = match &applied {
                     Applied::Stored(_) => log::seal(w, &key, now)?,
                     Applied::Refused(_) => None,
@@ -327,12 +340,19 @@ impl Hub {
         ingest::check_state(agent.state)?;
         let id = agent.id.clone();
         if envelopes.is_empty() {
-            return ingest::verify(&agent.public_key.into(), &id, envelopes);
+            return ingest::verify(&agent.public_key.into(), &id, envelopes, &self.inner.tables);
         }
         // Envelopes signed before a key rotation verify with the key of their seq.
         let record = agent.clone();
         let keys = self.db().read(move |r| AgentKeys::of(r, &record)).await?;
-        tokio::task::spawn_blocking(move || ingest::verify(&keys, &id, envelopes))
+        let _slot = self
+            .inner
+            .verifiers
+            .acquire()
+            .await
+            .map_err(|e| IngestError::Internal(format!("signature check failed: {e}")))?;
+        let tables = Arc::clone(&self.inner.tables);
+        tokio::task::spawn_blocking(move || ingest::verify(&keys, &id, envelopes, &tables))
             .await
             .map_err(|e| IngestError::Internal(format!("signature check failed: {e}")))?
     }

@@ -3,13 +3,28 @@
 //! entities, totals and the held set are tables, a held record is its envelope's exact body
 //! (re-read and re-parsed when released), and every decision is written onto its envelope.
 //!
+//! A record new to the hub comes with its envelope not yet stored ([`TxLedger::ingest_new`]):
+//! the envelope row is inserted at the record's first decision, with that verdict, so it is
+//! written once instead of stored with a placeholder and rewritten; everything the decision
+//! writes about the record (its violations, its held entry) follows the row, in the same order
+//! as for a stored one.
+//!
+//! Within one transaction [`TxLedger`] keeps the entities and ledger rows it has read or
+//! changed in memory and writes each changed one back once, in [`TxLedger::finish`]: a batch
+//! touches the same budget line, contract and ledger row again and again, and each write would
+//! otherwise be a JSON encoding and an upsert. Nothing else reads those tables inside the
+//! transaction before `finish`, and a transaction without `finish` is one that fails.
+//!
 //! Invariants: a record's outcome, the ledger totals, the violations and the held set change
 //! together in one transaction or not at all; a decision about a record that was already
 //! decided in an earlier step (a held record accepted or rejected, whichever agent's record
 //! released it) appends to the outcome-change feed that agents read back; only accepted
 //! records count in amounts; totals never go below zero (the store refuses it).
 
+use std::collections::HashMap;
+
 use tongbu_shared::crypto::Digest;
+use tongbu_shared::envelope::Envelope;
 use tongbu_shared::ids::{AgentId, CountyCode};
 use tongbu_shared::protocol::{MAX_OUTCOME_UPDATES, RecordOutcome};
 use tongbu_shared::record::Record;
@@ -20,7 +35,10 @@ use tongbu_shared::rules::{
 
 use crate::ingest::MALFORMED_RECORD;
 use crate::policy::{PolicyCache, current_version};
-use crate::store::{HeldEntry, HeldRecord, NewViolation, Reads, StoreError, Verdict, Writes};
+use crate::store::{
+    HeldEntry, HeldRecord, NewEnvelope, NewViolation, Reads, StoreError, Verdict, Writes,
+    apply_delta,
+};
 
 /// Longest kind or id kept from a malformed body for its violation row, in characters.
 const MAX_MALFORMED_LABEL_CHARS: usize = 64;
@@ -46,14 +64,56 @@ impl Judged {
     }
 }
 
+/// A new record's envelope, stored by [`TxLedger::ingest_new`] at the record's first decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Arriving<'a> {
+    pub envelope: &'a Envelope,
+    pub hash: Digest,
+    pub arrival: u64,
+    pub record: Option<&'a Record>,
+}
+
+impl<'a> Arriving<'a> {
+    fn with<'v>(&self, verdict: &'v Verdict) -> NewEnvelope<'v>
+    where
+        'a: 'v,
+    {
+        NewEnvelope {
+            envelope: self.envelope,
+            hash: self.hash,
+            arrival: self.arrival,
+            verdict,
+            record: self.record,
+        }
+    }
+}
+
+/// The record being ingested: its first decision is not a change; `row`, if there is one, is
+/// its envelope, to store with that decision.
+struct Fresh<'t> {
+    agent: AgentId,
+    seq: u64,
+    row: Option<Arriving<'t>>,
+}
+
 /// The engine's ledger store over one write transaction.
 pub struct TxLedger<'t> {
     w: &'t mut dyn Writes,
     policies: &'t PolicyCache,
     now_ms: i64,
-    /// The arrival being ingested: its first decision is not a change.
-    fresh: Option<(AgentId, u64)>,
+    /// The arrival being ingested.
+    fresh: Option<Fresh<'t>>,
     judged: Vec<Judged>,
+    /// Entities read or changed in this transaction (`None`: known not to exist).
+    entities: HashMap<EntityKey, Cached<Option<Entity>>>,
+    /// Ledger rows read or changed in this transaction.
+    totals: HashMap<(CountyCode, Slot), Cached<Totals>>,
+}
+
+/// A row as this transaction sees it, and whether it differs from the stored one.
+struct Cached<T> {
+    value: T,
+    dirty: bool,
 }
 
 impl std::fmt::Debug for TxLedger<'_> {
@@ -122,6 +182,8 @@ impl<'t> TxLedger<'t> {
             now_ms,
             fresh: None,
             judged: Vec::new(),
+            entities: HashMap::new(),
+            totals: HashMap::new(),
         }
     }
 
@@ -133,8 +195,30 @@ impl<'t> TxLedger<'t> {
     /// Applies an arriving record (whose envelope is stored) and everything it releases.
     /// Returns the decisions, the arrival's first.
     pub fn ingest(&mut self, arrival: Pending) -> Result<Vec<Decision>, StoreError> {
+        self.ingest_with(arrival, None)
+    }
+
+    /// Applies a record new to the hub and everything it releases, storing its envelope `row`
+    /// with the verdict of its first decision. Returns the decisions, the arrival's first.
+    pub fn ingest_new(
+        &mut self,
+        arrival: Pending,
+        row: Arriving<'t>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        self.ingest_with(arrival, Some(row))
+    }
+
+    fn ingest_with(
+        &mut self,
+        arrival: Pending,
+        row: Option<Arriving<'t>>,
+    ) -> Result<Vec<Decision>, StoreError> {
         let who = (arrival.agent.clone(), arrival.seq);
-        self.fresh = Some(who.clone());
+        self.fresh = Some(Fresh {
+            agent: who.0.clone(),
+            seq: who.1,
+            row,
+        });
         let decisions = rules::ingest(self, arrival).map_err(engine_error)?;
         let first = decisions.first().map(|d| (d.agent.clone(), d.seq));
         if self.fresh.take().is_some() || first.as_ref() != Some(&who) {
@@ -166,6 +250,31 @@ impl<'t> TxLedger<'t> {
     ) -> Result<Verdict, StoreError> {
         let verdict = malformed_verdict(problem);
         self.w.set_verdict(agent, seq, &verdict)?;
+        self.note_malformed(agent, seq, body, problem, verdict)
+    }
+
+    /// [`TxLedger::reject_malformed`] for a body new to the hub: stores its envelope `row`
+    /// with that verdict.
+    pub fn reject_new_malformed(
+        &mut self,
+        row: Arriving<'_>,
+        problem: &str,
+    ) -> Result<Verdict, StoreError> {
+        let verdict = malformed_verdict(problem);
+        self.w
+            .insert_envelopes(self.now_ms, &[row.with(&verdict)])?;
+        let e = row.envelope;
+        self.note_malformed(&e.agent, e.seq, &e.body, problem, verdict)
+    }
+
+    fn note_malformed(
+        &mut self,
+        agent: &AgentId,
+        seq: u64,
+        body: &[u8],
+        problem: &str,
+        verdict: Verdict,
+    ) -> Result<Verdict, StoreError> {
         let (kind, entity_id) = malformed_labels(body);
         self.w.insert_violation(&NewViolation {
             agent: agent.clone(),
@@ -201,9 +310,22 @@ impl<'t> TxLedger<'t> {
         Ok(())
     }
 
-    /// Every decision recorded, in the order made.
-    pub fn finish(self) -> Vec<Judged> {
-        self.judged
+    /// Writes back the entities and ledger rows changed in this transaction (in key order)
+    /// and returns every decision recorded, in the order made.
+    pub fn finish(self) -> Result<Vec<Judged>, StoreError> {
+        let mut entities: Vec<_> = self.entities.into_iter().filter(|(_, c)| c.dirty).collect();
+        entities.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, cached) in &entities {
+            if let Some(entity) = &cached.value {
+                self.w.put_entity(key, entity)?;
+            }
+        }
+        let mut totals: Vec<_> = self.totals.into_iter().filter(|(_, c)| c.dirty).collect();
+        totals.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((county, slot), cached) in &totals {
+            self.w.put_totals(county, slot, &cached.value)?;
+        }
+        Ok(self.judged)
     }
 }
 
@@ -240,11 +362,29 @@ impl LedgerStore for TxLedger<'_> {
     }
 
     fn entity(&mut self, key: &EntityKey) -> Result<Option<Entity>, StoreError> {
-        self.w.entity(key)
+        if let Some(cached) = self.entities.get(key) {
+            return Ok(cached.value.clone());
+        }
+        let value = self.w.entity(key)?;
+        self.entities.insert(
+            key.clone(),
+            Cached {
+                value: value.clone(),
+                dirty: false,
+            },
+        );
+        Ok(value)
     }
 
     fn put_entity(&mut self, key: &EntityKey, entity: &Entity) -> Result<(), StoreError> {
-        self.w.put_entity(key, entity)
+        self.entities.insert(
+            key.clone(),
+            Cached {
+                value: Some(entity.clone()),
+                dirty: true,
+            },
+        );
+        Ok(())
     }
 
     fn add_totals(
@@ -253,7 +393,14 @@ impl LedgerStore for TxLedger<'_> {
         slot: &Slot,
         delta: &TotalsDelta,
     ) -> Result<(), StoreError> {
-        self.w.add_totals(county, slot, delta)
+        let row = (county.clone(), slot.clone());
+        let now = match self.totals.get(&row) {
+            Some(cached) => cached.value,
+            None => self.w.totals(county, slot)?.unwrap_or_default(),
+        };
+        let value = apply_delta(county, slot, now, delta)?;
+        self.totals.insert(row, Cached { value, dirty: true });
+        Ok(())
     }
 
     fn hold(&mut self, pending: &Pending, waits_on: &EntityKey) -> Result<(), StoreError> {
@@ -292,7 +439,20 @@ impl LedgerStore for TxLedger<'_> {
 
     fn decide(&mut self, d: &Decision) -> Result<(), StoreError> {
         let verdict = verdict_of(d);
-        self.w.set_verdict(&d.agent, d.seq, &verdict)?;
+        let first = self
+            .fresh
+            .as_ref()
+            .is_some_and(|f| f.agent == d.agent && f.seq == d.seq);
+        let row = match &mut self.fresh {
+            Some(fresh) if first => fresh.row.take(),
+            _ => None,
+        };
+        match row {
+            Some(row) => self
+                .w
+                .insert_envelopes(self.now_ms, &[row.with(&verdict)])?,
+            None => self.w.set_verdict(&d.agent, d.seq, &verdict)?,
+        }
         if d.outcome != tongbu_shared::protocol::Outcome::Held {
             for f in d
                 .findings
@@ -312,10 +472,6 @@ impl LedgerStore for TxLedger<'_> {
                 })?;
             }
         }
-        let first = self
-            .fresh
-            .as_ref()
-            .is_some_and(|(a, s)| *a == d.agent && *s == d.seq);
         if first {
             self.fresh = None;
         } else {
@@ -354,7 +510,7 @@ pub fn expire_once(
 ) -> Result<Vec<Judged>, StoreError> {
     let mut ledger = TxLedger::new(w, policies, now_ms);
     ledger.expire()?;
-    Ok(ledger.finish())
+    ledger.finish()
 }
 
 /// The agent's outcome changes after `cursor`, oldest first, and the cursor to report: the
@@ -446,6 +602,7 @@ pub fn judge_unjudged(
             ledger.note_change(&u.agent, u.seq)?;
         }
     }
+    ledger.finish()?;
     Ok(rows.len())
 }
 

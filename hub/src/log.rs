@@ -7,6 +7,13 @@
 //! signed, so proofs for a checkpoint can be built later from any reader.
 //!
 //! [`catch_up`] adds envelopes stored before the log existed, in arrival order, at start-up.
+//!
+//! Storage: leaf `i` is the envelope whose arrival is `i + 1`, so leaves are not stored again;
+//! of the perfect subtrees only those of level [`STORED_FROM_LEVEL`] and up are kept (one row
+//! per 16 leaves, about one per 8 envelopes in all, instead of two per envelope). A smaller
+//! subtree is recomputed from its leaves when a root or a proof needs it ([`StoreSource`]): at
+//! most 2^[`STORED_FROM_LEVEL`] - 1 leaves for a whole proof's worth, so roots and proofs stay
+//! O(log n) reads.
 
 use tongbu_shared::KeyPair;
 use tongbu_shared::checkpoint::{self, Checkpoint, LogProof};
@@ -19,18 +26,51 @@ use crate::store::{Reads, StoreError, StoredCheckpoint, StoredEnvelope, Writes};
 
 /// Envelopes added to the log per transaction by [`catch_up`].
 const CATCH_UP_CHUNK: usize = 2_000;
+/// The lowest level of perfect subtree the store keeps; lower ones are recomputed.
+pub const STORED_FROM_LEVEL: u8 = 4;
 
-/// The store's log nodes as a source of perfect subtrees; a missing node is damage.
+/// The store's log as a source of perfect subtrees: stored nodes from
+/// [`STORED_FROM_LEVEL`] up, smaller subtrees hashed from their leaves. A missing node or
+/// leaf is damage.
 pub struct StoreSource<'a>(pub &'a dyn Reads);
 
 impl SubtreeSource for StoreSource<'_> {
     type Error = StoreError;
 
     fn subtree(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
-        self.0.log_node(level, index)?.map(|d| d.0).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the log has no node at level {level}, index {index}"
-            ))
+        if level >= STORED_FROM_LEVEL {
+            return self.0.log_node(level, index)?.map(|d| d.0).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the log has no node at level {level}, index {index}"
+                ))
+            });
+        }
+        let width = 1u64 << level;
+        let first = index.checked_mul(width).ok_or_else(|| {
+            StoreError::Corrupt(format!("log subtree (level {level}, index {index})"))
+        })?;
+        let mut hashes: Vec<Hash> = self
+            .0
+            .log_leaves(first, width)?
+            .iter()
+            .map(|(agent, seq, hash)| checkpoint::leaf_hash(agent, *seq, hash).0)
+            .collect();
+        let missing = first + hashes.len() as u64;
+        if missing != first + width {
+            return Err(StoreError::Corrupt(format!(
+                "the log has no leaf {missing} (no envelope arrived as {})",
+                missing + 1
+            )));
+        }
+        // `width` is a power of two: pair the hashes up level by level.
+        while hashes.len() > 1 {
+            hashes = hashes
+                .chunks_exact(2)
+                .map(|pair| merkle::node_hash(&pair[0], &pair[1]))
+                .collect();
+        }
+        hashes.pop().ok_or_else(|| {
+            StoreError::Corrupt(format!("log subtree (level {level}, index {index})"))
         })
     }
 }
@@ -72,10 +112,14 @@ pub fn append(w: &mut dyn Writes, leaves: &[Leaf<'_>]) -> Result<u64, StoreError
             frontier
                 .push(hash.0)
                 .into_iter()
+                .filter(|(level, _, _)| *level >= STORED_FROM_LEVEL)
                 .map(|(level, idx, h)| (level, idx, Digest(h))),
         );
     }
     w.insert_log_nodes(&nodes)?;
+    if frontier.size() != size {
+        w.set_log_size(frontier.size())?;
+    }
     Ok(frontier.size())
 }
 
@@ -263,6 +307,7 @@ mod tests {
                         hash: e.hash(),
                         arrival,
                         verdict: &verdict,
+                        record: None,
                     })
                     .collect();
                 w.insert_envelopes(5, &rows)?;

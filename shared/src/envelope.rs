@@ -15,7 +15,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::crypto::{CryptoError, Digest, Domain, KeyPair, PublicKey, Signature};
+use crate::crypto::{CryptoError, Digest, Domain, KeyPair, PublicKey, Signature, Verifier};
 use crate::ids::AgentId;
 
 /// Largest record body, in bytes.
@@ -100,7 +100,7 @@ impl Envelope {
         signing_bytes(&self.agent, self.seq, &self.prev, &self.body)
     }
 
-    pub fn verify(&self, key: &PublicKey) -> Result<(), CryptoError> {
+    pub fn verify(&self, key: &impl Verifier) -> Result<(), CryptoError> {
         if self.body.len() > MAX_BODY_BYTES {
             return Err(CryptoError::BadSignature);
         }
@@ -109,8 +109,14 @@ impl Envelope {
 
     /// This envelope's chain hash: what the next envelope carries as `prev`.
     pub fn hash(&self) -> Digest {
-        let signed = self.signing_bytes();
-        let without_tag = &signed[Domain::Envelope.tag().len()..];
+        self.hash_of_signed(&self.signing_bytes())
+    }
+
+    /// [`Envelope::hash`] from this envelope's signing bytes, when the caller has them already.
+    pub fn hash_of_signed(&self, signing_bytes: &[u8]) -> Digest {
+        let without_tag = signing_bytes
+            .get(Domain::Envelope.tag().len()..)
+            .unwrap_or_default();
         Digest::of(&[Domain::Chain.tag(), without_tag, &self.sig.0])
     }
 }

@@ -7,7 +7,10 @@
 //!
 //! Invariants: no connection is held longer than [`FIRST_BYTE_TIMEOUT`] before it speaks, or
 //! [`HANDSHAKE_TIMEOUT`] for its TLS handshake, or hyper's header timeout for a request head;
-//! at most [`MAX_CONNECTIONS`] are open at once (beyond that the kernel's backlog waits); a
+//! at most [`connection_limit`] are open at once (beyond that the kernel's backlog waits): as
+//! many as the process may open files, less [`RESERVED_FDS`] for the database and the rest,
+//! between [`MIN_CONNECTIONS`] and [`MAX_CONNECTIONS`] — `serve` first raises the soft limit on
+//! open files to the hard one, so a default systemd or shell limit does not cap the agents; a
 //! refused plain connection gets one short `400` JSON error and is closed; every request carries
 //! its peer's address (`ConnectInfo<SocketAddr>`) and, over TLS, the [`OverTls`] marker. On
 //! shutdown the loop stops accepting, connections not yet serving are dropped, requests in flight
@@ -36,8 +39,14 @@ pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request head (also closes idle keep-alive connections).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections open at once; more wait in the kernel's accept backlog.
-pub const MAX_CONNECTIONS: usize = 2048;
+/// At most this many connections are open at once, whatever the file limit (every agent keeps
+/// one open between heartbeats; an idle one costs a few kilobytes).
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// At least this many, even under a very low file limit.
+pub const MIN_CONNECTIONS: usize = 64;
+/// Files kept for the rest of the hub (database connections, WAL and shared-memory files,
+/// logs, certificates) when the connection limit is derived from the open-file limit.
+pub const RESERVED_FDS: u64 = 256;
 /// The first byte of a TLS record carrying a handshake message (RFC 8446 §5.1).
 const TLS_HANDSHAKE: u8 = 0x16;
 /// How long a refused connection is drained (so the client reads the reply, not a reset).
@@ -120,6 +129,40 @@ pub(crate) fn route(first_byte: u8, peer: IpAddr, transport: &Transport) -> Rout
     }
 }
 
+/// How many connections may be open at once: the process's open-file limit (its soft limit
+/// raised to the hard one first) less [`RESERVED_FDS`], within
+/// [`MIN_CONNECTIONS`]..=[`MAX_CONNECTIONS`].
+pub fn connection_limit() -> usize {
+    connections_for(raise_open_file_limit())
+}
+
+/// Raises the soft limit on open files to the hard limit (Linux allows at most `nr_open`,
+/// 2^20 by default); returns the soft limit in force afterwards (`None`: unlimited).
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const MOST: u64 = 1 << 20;
+    let now = getrlimit(Resource::Nofile);
+    let wanted = now.maximum.map_or(MOST, |hard| hard.min(MOST));
+    if now.current.is_some_and(|soft| soft < wanted) {
+        let raised = Rlimit {
+            current: Some(wanted),
+            maximum: now.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return Some(wanted),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    now.current
+}
+
+fn connections_for(open_files: Option<u64>) -> usize {
+    let files = open_files.map_or(MAX_CONNECTIONS as u64, |n| n.saturating_sub(RESERVED_FDS));
+    usize::try_from(files)
+        .unwrap_or(MAX_CONNECTIONS)
+        .clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+}
+
 /// Serves `app` on `listener` as `transport` says until `shutdown` completes, then lets the
 /// requests in flight finish.
 pub async fn serve(
@@ -128,7 +171,9 @@ pub async fn serve(
     transport: Transport,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = connection_limit();
+    tracing::debug!(connections = limit, "connection limit");
+    let slots = Arc::new(Semaphore::new(limit));
     // `stop` tells connections to finish; every connection task holds a `done` receiver, so
     // `done_tx.closed()` completes when the last one has ended.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -359,6 +404,25 @@ mod tests {
         }
         assert!(is_loopback(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert!(is_loopback(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    }
+
+    #[test]
+    fn the_connection_limit_follows_the_open_file_limit() {
+        assert_eq!(connections_for(Some(1024)), 1024 - RESERVED_FDS as usize);
+        assert_eq!(
+            connections_for(Some(10_000)),
+            10_000 - RESERVED_FDS as usize
+        );
+        assert_eq!(connections_for(Some(100)), MIN_CONNECTIONS);
+        assert_eq!(connections_for(Some(1 << 20)), MAX_CONNECTIONS);
+        assert_eq!(connections_for(None), MAX_CONNECTIONS);
+        // Serving raises the soft limit as far as the hard one allows; 3,000 agents fit
+        // wherever the hard limit lets them.
+        let limit = connection_limit();
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+        if hard.is_none_or(|h| h >= 4096) {
+            assert!(limit >= 3_000, "{limit}");
+        }
     }
 
     #[test]

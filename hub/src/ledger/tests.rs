@@ -210,6 +210,7 @@ impl Bench {
             &self.keys[a].public_key().into(),
             &Bench::agent(a),
             envelopes,
+            &ingest::KeyTables::default(),
         )
         .unwrap();
         let hb = Heartbeat {
@@ -334,10 +335,12 @@ fn compare_with_model(
                         hash: e.hash(),
                         arrival: p.order,
                         verdict: &placeholder,
+                        record: None,
                     }],
                 )?;
                 let mut ledger = TxLedger::new(w, &policies, p.received_ms);
                 out.push(ledger.ingest(p.clone())?);
+                ledger.finish()?;
             }
             Ok::<_, StoreError>(out)
         })
@@ -350,7 +353,10 @@ fn compare_with_model(
 
     let policies = b.policies.clone();
     let sql = write(&mut b.store, |w| {
-        TxLedger::new(w, &policies, expire_at).expire()
+        let mut ledger = TxLedger::new(w, &policies, expire_at);
+        let decisions = ledger.expire()?;
+        ledger.finish()?;
+        Ok::<_, StoreError>(decisions)
     })
     .unwrap();
     let model = rules::expire(&mut mem, expire_at, 72 * HOUR_MS).unwrap();

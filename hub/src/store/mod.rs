@@ -461,8 +461,14 @@ pub trait Reads {
 
     /// The number of leaves in the log.
     fn log_size(&self) -> Result<u64, StoreError>;
-    /// The perfect subtree `(level, idx)` of the log, if it is complete.
+    /// The stored perfect subtree `(level, idx)` of the log, if there is one (see
+    /// [`crate::log`] for the levels kept).
     fn log_node(&self, level: u8, idx: u64) -> Result<Option<Digest>, StoreError>;
+    /// What the log's leaves `first..first + count` are made of: the agent, seq and chain hash
+    /// of the envelopes with arrivals `first + 1 ..= first + count`, in order (fewer if the
+    /// envelopes end earlier).
+    fn log_leaves(&self, first: u64, count: u64)
+    -> Result<Vec<(AgentId, u64, Digest)>, StoreError>;
     /// The checkpoint of `tree_size` leaves, or the latest one.
     fn log_checkpoint(
         &self,
@@ -514,6 +520,8 @@ pub trait Reads {
     /// The highest arrival given to an envelope (0 when none).
     fn last_arrival(&self) -> Result<u64, StoreError>;
     fn entity(&self, key: &EntityKey) -> Result<Option<Entity>, StoreError>;
+    /// The ledger row of (county, slot), if there is one.
+    fn totals(&self, county: &CountyCode, slot: &Slot) -> Result<Option<Totals>, StoreError>;
     /// The ledger rows of a county (of one fiscal year, if given), ordered by year and
     /// catalogue code. An index range read.
     fn ledger_rows(
@@ -646,6 +654,14 @@ pub trait Writes: Reads {
         verdict: &Verdict,
     ) -> Result<(), StoreError>;
     fn put_entity(&mut self, key: &EntityKey, entity: &Entity) -> Result<(), StoreError>;
+    /// Sets the ledger row of (county, slot), creating it; the store refuses a figure below
+    /// zero.
+    fn put_totals(
+        &mut self,
+        county: &CountyCode,
+        slot: &Slot,
+        totals: &Totals,
+    ) -> Result<(), StoreError>;
     /// Adds `delta` to the ledger row of (county, slot), creating it at zero; refuses (as
     /// `Corrupt`) a figure that would go below zero or overflow.
     fn add_totals(
@@ -653,7 +669,11 @@ pub trait Writes: Reads {
         county: &CountyCode,
         slot: &Slot,
         delta: &TotalsDelta,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        let now = self.totals(county, slot)?.unwrap_or_default();
+        let next = apply_delta(county, slot, now, delta)?;
+        self.put_totals(county, slot, &next)
+    }
     fn insert_held(&mut self, entry: &HeldEntry) -> Result<(), StoreError>;
     /// Removes and returns the records waiting for `key`, in arrival order.
     fn take_held_waiting_on(&mut self, key: &EntityKey) -> Result<Vec<HeldRecord>, StoreError>;
@@ -682,7 +702,26 @@ pub trait Writes: Reads {
 
     /// Stores completed perfect subtrees `(level, idx, hash)` of the log.
     fn insert_log_nodes(&mut self, nodes: &[(u8, u64, Digest)]) -> Result<(), StoreError>;
+    /// Records that the log now holds `size` leaves (never fewer than before).
+    fn set_log_size(&mut self, size: u64) -> Result<(), StoreError>;
     fn insert_log_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+}
+
+/// `now + delta` for the ledger row of (county, slot); a figure that would go below zero or
+/// overflow is damage (`Corrupt`): the rules never take back more than they counted.
+pub fn apply_delta(
+    county: &CountyCode,
+    slot: &Slot,
+    now: Totals,
+    delta: &TotalsDelta,
+) -> Result<Totals, StoreError> {
+    now.apply(delta).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the ledger totals of {county} {} {:?} would go below zero or overflow \
+             ({now:?} + {delta:?})",
+            slot.year, slot.catalogue
+        ))
+    })
 }
 
 /// One envelope to append, with its hash, its arrival and the hub's verdict.
@@ -692,6 +731,9 @@ pub struct NewEnvelope<'a> {
     pub hash: Digest,
     pub arrival: u64,
     pub verdict: &'a Verdict,
+    /// The body parsed as a record, when it is one (the console's record index is filled
+    /// from it; other bodies are read as JSON by the store).
+    pub record: Option<&'a tongbu_shared::record::Record>,
 }
 
 /// A storage backend connection. The closures are called exactly once; they take `&mut dyn

@@ -6,6 +6,9 @@
 //! [`SqliteStore::check_integrity`] runs SQLite's `quick_check`/`integrity_check`; a damaged
 //! file (or one that is not a database) is [`StoreError::Damaged`] naming the file. SQLite's
 //! full-disk, read-only and I/O errors are [`StoreError::Unavailable`] (retry later).
+//! Every connection keeps its statements prepared and its statement journals in memory; the
+//! serving writer leaves WAL checkpoints to another connection
+//! ([`SqliteStore::checkpoint`], run by [`crate::db`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,8 +19,8 @@ use tongbu_shared::ids::{AgentId, CountyCode};
 use tongbu_shared::protocol::{AgentState, Outcome};
 
 use tongbu_shared::ids::Code;
-use tongbu_shared::record::Kind;
-use tongbu_shared::rules::{Entity, EntityKey, Slot, Totals, TotalsDelta};
+use tongbu_shared::record::{Body, Kind};
+use tongbu_shared::rules::{Entity, EntityKey, Slot, Totals};
 
 #[path = "sqlite_console.rs"]
 mod console;
@@ -43,9 +46,15 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_append_only_audit.sql"),
     include_str!("../../migrations/0006_agent_keys.sql"),
     include_str!("../../migrations/0007_log.sql"),
+    include_str!("../../migrations/0008_fewer_rows_per_envelope.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements kept per connection: more than the ingest path and the console use.
+const STATEMENT_CACHE: usize = 128;
+/// WAL pages (4 KiB) past which the writer checkpoints itself although another connection
+/// is meant to (SQLite's own default is 1,000).
+const WAL_BACKSTOP_PAGES: i64 = 4_096;
 
 /// One connection to the hub database.
 pub struct SqliteStore {
@@ -129,6 +138,35 @@ impl SqliteStore {
         Ok(SqliteStore { conn })
     }
 
+    /// Makes this (the writer's) connection leave WAL checkpoints to
+    /// [`SqliteStore::checkpoint`] on another connection, except as a backstop when the WAL
+    /// has grown past `WAL_BACKSTOP_PAGES` (4,096 pages, 16 MB: the other connection fell behind).
+    pub fn leave_checkpoints_to_another_connection(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+            .map_err(from_sqlite)
+    }
+
+    /// Opens a connection to an existing, up-to-date database in `data_dir` for
+    /// [`SqliteStore::checkpoint`] only.
+    pub fn open_checkpointer(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        let store = SqliteStore::open_reader(data_dir)?;
+        store
+            .conn
+            .pragma_update(None, "query_only", false)
+            .map_err(from_sqlite)?;
+        Ok(store)
+    }
+
+    /// Copies what the WAL holds into the database file without waiting for, or blocking,
+    /// the writer and readers (`PRAGMA wal_checkpoint(PASSIVE)`); the writer then starts the
+    /// WAL over from its beginning once all of it has been copied.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(from_sqlite)
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
         let tx = self
             .conn
@@ -180,8 +218,16 @@ fn create_data_dir(dir: &Path) -> Result<(), StoreError> {
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(from_sqlite)?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
-        .map_err(from_sqlite)
+    // Every statement the ingest transaction runs stays prepared (rusqlite keeps 16 by
+    // default, fewer than one batch uses, so they were re-prepared in turn).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // `temp_store = MEMORY`: the statement journals of inserts with triggers and foreign keys
+    // (one per statement, discarded at its end) stay in memory instead of being written to a
+    // temporary file page by page; they never hold anything that must survive a crash.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(from_sqlite)
 }
 
 fn user_version(conn: &Connection) -> Result<usize, StoreError> {
@@ -458,6 +504,73 @@ impl AgentRow {
     }
 }
 
+/// The six ledger figures from `row`, from column `at` on (budget approved, contracted, paid,
+/// accepted, held, rejected).
+fn totals_from(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Totals> {
+    Ok(Totals {
+        budget_approved: row.get(at)?,
+        contracted: row.get(at + 1)?,
+        paid: row.get(at + 2)?,
+        accepted: row.get(at + 3)?,
+        held: row.get(at + 4)?,
+        rejected: row.get(at + 5)?,
+    })
+}
+
+/// Adds a stored envelope to the console's record index (`record_index`): county, kind, id
+/// and parent (budget line of a contract, contract of a payment or evaluation) of a record.
+/// A body that is not a well-formed record is indexed, if it looks enough like one, by the
+/// same `json_extract` reading the index has always used (migrations 0003 and 0008).
+fn index_record(c: &Connection, e: &super::NewEnvelope<'_>) -> Result<(), StoreError> {
+    let env = e.envelope;
+    let seq = to_i64(env.seq, "seq")?;
+    let Some(record) = e.record else {
+        return c
+            .prepare_cached(
+                "INSERT OR IGNORE INTO record_index \
+                 (county, kind, entity_id, parent_id, agent_id, seq) \
+                 SELECT b.county, b.kind, b.id, b.parent, ?2, ?3 \
+                 FROM ( \
+                     SELECT json_extract(CAST(?1 AS TEXT), '$.county') AS county, \
+                            json_extract(CAST(?1 AS TEXT), '$.kind') AS kind, \
+                            json_extract(CAST(?1 AS TEXT), '$.id') AS id, \
+                            coalesce(json_extract(CAST(?1 AS TEXT), '$.budget_line_id'), \
+                                     json_extract(CAST(?1 AS TEXT), '$.contract_id'), '') AS parent \
+                     WHERE json_valid(CAST(?1 AS TEXT)) \
+                 ) AS b \
+                 WHERE typeof(b.county) = 'text' AND typeof(b.id) = 'text' \
+                   AND typeof(b.parent) = 'text' \
+                   AND b.kind IN ('budget_line', 'contract', 'payment', 'evaluation')",
+            )
+            .and_then(|mut st| st.execute(params![&env.body[..], env.agent.as_str(), seq]))
+            .map(|_| ())
+            .map_err(from_sqlite);
+    };
+    let h = &record.header;
+    let parent = match &record.body {
+        Some(Body::Contract(c)) => c.budget_line_id.as_str(),
+        Some(Body::Payment(p)) => p.contract_id.as_str(),
+        Some(Body::Evaluation(v)) => v.contract_id.as_str(),
+        Some(Body::BudgetLine(_)) | None => "",
+    };
+    c.prepare_cached(
+        "INSERT INTO record_index (county, kind, entity_id, parent_id, agent_id, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            h.county.as_str(),
+            h.kind.as_str(),
+            h.id.as_str(),
+            parent,
+            env.agent.as_str(),
+            seq
+        ])
+    })
+    .map(|_| ())
+    .map_err(from_sqlite)
+}
+
 impl Reads for Sql<'_> {
     fn log_size(&self) -> Result<u64, StoreError> {
         log::size(self.0)
@@ -465,6 +578,14 @@ impl Reads for Sql<'_> {
 
     fn log_node(&self, level: u8, idx: u64) -> Result<Option<Digest>, StoreError> {
         log::node(self.0, level, idx)
+    }
+
+    fn log_leaves(
+        &self,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<(AgentId, u64, Digest)>, StoreError> {
+        log::leaves(self.0, first, count)
     }
 
     fn log_checkpoint(
@@ -916,6 +1037,21 @@ impl Reads for Sql<'_> {
             .transpose()
     }
 
+    fn totals(&self, county: &CountyCode, slot: &Slot) -> Result<Option<Totals>, StoreError> {
+        self.0
+            .prepare_cached(
+                "SELECT budget_approved_fen, contracted_fen, paid_fen, accepted, held, rejected \
+                 FROM ledger WHERE county = ?1 AND fiscal_year = ?2 AND catalogue_code = ?3",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![county.as_str(), slot.year, slot.catalogue], |row| {
+                    totals_from(row, 0)
+                })
+                .optional()
+            })
+            .map_err(from_sqlite)
+    }
+
     fn ledger_rows(
         &self,
         county: &CountyCode,
@@ -929,14 +1065,7 @@ impl Reads for Sql<'_> {
                     year: row.get(0)?,
                     catalogue: row.get(1)?,
                 },
-                Totals {
-                    budget_approved: row.get(2)?,
-                    contracted: row.get(3)?,
-                    paid: row.get(4)?,
-                    accepted: row.get(5)?,
-                    held: row.get(6)?,
-                    rejected: row.get(7)?,
-                },
+                totals_from(row, 2)?,
             ))
         };
         match year {
@@ -1209,6 +1338,10 @@ impl Writes for Sql<'_> {
         log::insert_nodes(self.0, nodes)
     }
 
+    fn set_log_size(&mut self, size: u64) -> Result<(), StoreError> {
+        log::set_size(self.0, size)
+    }
+
     fn insert_log_checkpoint(
         &mut self,
         checkpoint: &super::StoredCheckpoint,
@@ -1399,6 +1532,7 @@ impl Writes for Sql<'_> {
                 to_i64(e.arrival, "arrival")?,
             ])
             .map_err(from_sqlite)?;
+            index_record(self.0, e)?;
         }
         Ok(())
     }
@@ -1594,40 +1728,12 @@ impl Writes for Sql<'_> {
             .map_err(from_sqlite)
     }
 
-    fn add_totals(
+    fn put_totals(
         &mut self,
         county: &CountyCode,
         slot: &Slot,
-        delta: &TotalsDelta,
+        t: &Totals,
     ) -> Result<(), StoreError> {
-        let now = self
-            .0
-            .prepare_cached(
-                "SELECT budget_approved_fen, contracted_fen, paid_fen, accepted, held, rejected \
-                 FROM ledger WHERE county = ?1 AND fiscal_year = ?2 AND catalogue_code = ?3",
-            )
-            .and_then(|mut st| {
-                st.query_row(params![county.as_str(), slot.year, slot.catalogue], |row| {
-                    Ok(Totals {
-                        budget_approved: row.get(0)?,
-                        contracted: row.get(1)?,
-                        paid: row.get(2)?,
-                        accepted: row.get(3)?,
-                        held: row.get(4)?,
-                        rejected: row.get(5)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(from_sqlite)?
-            .unwrap_or_default();
-        let next = now.apply(delta).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the ledger totals of {county} {} {:?} would go below zero or overflow \
-                 ({now:?} + {delta:?})",
-                slot.year, slot.catalogue
-            ))
-        })?;
         self.0
             .prepare_cached(
                 "INSERT INTO ledger (county, fiscal_year, catalogue_code, budget_approved_fen, \
@@ -1643,12 +1749,12 @@ impl Writes for Sql<'_> {
                     county.as_str(),
                     slot.year,
                     slot.catalogue,
-                    next.budget_approved,
-                    next.contracted,
-                    next.paid,
-                    next.accepted,
-                    next.held,
-                    next.rejected
+                    t.budget_approved,
+                    t.contracted,
+                    t.paid,
+                    t.accepted,
+                    t.held,
+                    t.rejected
                 ])
             })
             .map(|_| ())
@@ -1801,6 +1907,7 @@ impl Writes for Sql<'_> {
 mod tests {
     use super::*;
     use crate::store::{read, write};
+    use tongbu_shared::rules::TotalsDelta;
     use tongbu_shared::{Envelope, KeyPair};
 
     fn county() -> County {
@@ -2054,6 +2161,104 @@ mod tests {
         assert_eq!(count, 1);
     }
 
+    /// The county and one agent with `key`, as every envelope needs.
+    fn enroll(w: &mut dyn Writes, id: &AgentId, key: &KeyPair) -> Result<(), StoreError> {
+        w.insert_county(&county())?;
+        w.insert_agent(&NewAgent {
+            id: id.clone(),
+            county: county().code,
+            public_key: key.public_key(),
+            enrolled_at_ms: 1,
+            agent_version: "t".into(),
+            hostname: None,
+        })
+    }
+
+    #[test]
+    fn a_parsed_record_is_indexed_as_its_json_reads() {
+        // The record index of a well-formed record comes from the parsed record; of any other
+        // body from json_extract, as the trigger of migration 0003 did. For the same bytes,
+        // both readings must agree (and a body that is no record at all gets no row).
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let key = KeyPair::from_seed(&[1; 32]).unwrap();
+        let id = AgentId::parse("430112-00000001").unwrap();
+        let mut sim =
+            tongbu_shared::sample::CountySim::new(county().code, 7, 2024).with_anomalies();
+        let mut bodies: Vec<Vec<u8>> = (0..60).map(|_| sim.next_json().into_bytes()).collect();
+        bodies.push(
+            br#"{"kind":"contract","id":"C-9","rev":2,"county":"430112","cancelled":true}"#
+                .to_vec(),
+        );
+        bodies.push(
+            br#"{"kind":"payment","id":"P-9","county":"430112","contract_id":"C-9"}"#.to_vec(),
+        );
+        bodies.push(br#"{"kind":"gift","id":"G","county":"430112"}"#.to_vec());
+        bodies.push(br#"[1,2]"#.to_vec());
+        let mut prev = Digest::GENESIS;
+        let mut envs = Vec::new();
+        for (i, body) in bodies.iter().flat_map(|b| [b, b]).enumerate() {
+            let e = Envelope::sign(&key, id.clone(), i as u64 + 1, prev, body.clone());
+            prev = e.hash();
+            envs.push(e);
+        }
+        let records: Vec<Option<tongbu_shared::Record>> = envs
+            .iter()
+            .map(|e| tongbu_shared::Record::parse_lenient(&e.body).ok())
+            .collect();
+        assert!(records.iter().filter(|r| r.is_some()).count() > 100);
+        let verdict = Verdict {
+            outcome: Outcome::Accepted,
+            codes: vec![],
+            detail: None,
+            policy_version: None,
+        };
+        write(&mut store, |w| {
+            enroll(w, &id, &key)?;
+            let rows: Vec<NewEnvelope<'_>> = envs
+                .iter()
+                .zip(&records)
+                .enumerate()
+                .map(|(i, (e, record))| NewEnvelope {
+                    envelope: e,
+                    hash: e.hash(),
+                    arrival: i as u64 + 1,
+                    verdict: &verdict,
+                    // Odd seqs from the parsed record, even ones from the JSON.
+                    record: if i % 2 == 0 { record.as_ref() } else { None },
+                })
+                .collect();
+            w.insert_envelopes(5, &rows)
+        })
+        .unwrap();
+        type IndexRow = (String, String, String, String);
+        let rows: Vec<(i64, Option<IndexRow>)> = (1..=envs.len() as i64)
+            .map(|seq| {
+                let row = store
+                    .conn
+                    .query_row(
+                        "SELECT county, kind, entity_id, parent_id FROM record_index \
+                         WHERE agent_id = ?1 AND seq = ?2",
+                        params![id.as_str(), seq],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional()
+                    .unwrap();
+                (seq, row)
+            })
+            .collect();
+        for pair in rows.chunks(2) {
+            assert_eq!(pair[0].1, pair[1].1, "seq {} and {}", pair[0].0, pair[1].0);
+        }
+        let parents: Vec<&str> = rows
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().map(|r| r.3.as_str()))
+            .collect();
+        assert!(parents.iter().any(|p| p.is_empty()) && parents.iter().any(|p| !p.is_empty()));
+        assert_eq!(rows[rows.len() - 1].1, None);
+        assert_eq!(rows[rows.len() - 3].1, None);
+    }
+
     #[test]
     fn envelopes_are_immutable() {
         let dir = tempfile::tempdir().unwrap();
@@ -2062,15 +2267,7 @@ mod tests {
         let id = AgentId::parse("430112-00000001").unwrap();
         let env = Envelope::sign(&key, id.clone(), 1, Digest::GENESIS, b"{}".to_vec());
         write(&mut store, |w| {
-            w.insert_county(&county())?;
-            w.insert_agent(&NewAgent {
-                id: id.clone(),
-                county: county().code,
-                public_key: key.public_key(),
-                enrolled_at_ms: 1,
-                agent_version: "t".into(),
-                hostname: None,
-            })?;
+            enroll(w, &id, &key)?;
             w.insert_envelopes(
                 5,
                 &[NewEnvelope {
@@ -2083,6 +2280,7 @@ mod tests {
                         detail: None,
                         policy_version: None,
                     },
+                    record: None,
                 }],
             )
         })

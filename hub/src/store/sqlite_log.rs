@@ -1,24 +1,64 @@
-//! The transparency log on SQLite (`migrations/0007_log.sql`): perfect subtrees by (level,
-//! idx) and signed checkpoints by tree size. Both tables are append-only (triggers refuse
-//! changes); every read is a primary-key lookup or range.
+//! The transparency log on SQLite (`migrations/0007_log.sql`, `0008_*.sql`): the number of
+//! leaves (`log_head`), perfect subtrees by (level, idx), signed checkpoints by tree size, and
+//! the leaves themselves read from `envelopes` by arrival. The tables are append-only
+//! (triggers refuse changes); every read is a primary-key lookup or range.
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 use tongbu_shared::checkpoint::Checkpoint;
 use tongbu_shared::crypto::Digest;
+use tongbu_shared::ids::AgentId;
 use tongbu_shared::signed::Signed;
 
-use super::{digest, from_sqlite, signature, to_i64, to_u64};
+use super::{agent_id, digest, from_sqlite, signature, to_i64, to_u64};
 use crate::store::{StoreError, StoredCheckpoint};
 
 pub(super) fn size(c: &Connection) -> Result<u64, StoreError> {
-    let last: Option<i64> = c
-        .prepare_cached("SELECT max(idx) FROM log_nodes WHERE level = 0")
+    let size: i64 = c
+        .prepare_cached("SELECT size FROM log_head WHERE id = 1")
         .and_then(|mut st| st.query_row([], |r| r.get(0)))
         .map_err(from_sqlite)?;
-    match last {
-        None => Ok(0),
-        Some(i) => Ok(to_u64(i, "log index")? + 1),
-    }
+    to_u64(size, "log size")
+}
+
+pub(super) fn set_size(c: &Connection, size: u64) -> Result<(), StoreError> {
+    let size = to_i64(size, "log size")?;
+    c.prepare_cached("UPDATE log_head SET size = ?1 WHERE id = 1")
+        .and_then(|mut st| st.execute([size]))
+        .map_err(from_sqlite)
+        .and_then(|n| match n {
+            1 => Ok(()),
+            _ => Err(StoreError::Corrupt("the log has no head row".into())),
+        })
+}
+
+/// The leaves `first..first + count` (arrivals `first + 1 ..= first + count`): agent, seq and
+/// chain hash of each, in order; fewer when the envelopes end earlier.
+pub(super) fn leaves(
+    c: &Connection,
+    first: u64,
+    count: u64,
+) -> Result<Vec<(AgentId, u64, Digest)>, StoreError> {
+    let from = to_i64(first, "log index")?;
+    let to = to_i64(first.saturating_add(count), "log index")?;
+    let rows: Vec<(String, i64, Vec<u8>)> = c
+        .prepare_cached(
+            "SELECT agent_id, seq, hash FROM envelopes WHERE arrival > ?1 AND arrival <= ?2 \
+             ORDER BY arrival",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(from_sqlite)?;
+    rows.into_iter()
+        .map(|(agent, seq, hash)| {
+            Ok((
+                agent_id(&agent)?,
+                to_u64(seq, "seq")?,
+                digest(&hash, "envelope hash")?,
+            ))
+        })
+        .collect()
 }
 
 pub(super) fn node(c: &Connection, level: u8, idx: u64) -> Result<Option<Digest>, StoreError> {
