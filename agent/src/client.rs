@@ -182,6 +182,11 @@ pub struct HubClient {
 }
 
 impl HubClient {
+    /// The hub's base URL.
+    pub fn hub(&self) -> &str {
+        self.base.as_str()
+    }
+
     /// A client for `hub`, checking its certificate as `hub`'s trust says.
     pub fn new(hub: &HubUrl, clock: Arc<dyn Clock>) -> Result<HubClient, ClientError> {
         let cannot = |problem: String| ClientError::BadUrl {

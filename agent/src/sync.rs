@@ -182,6 +182,64 @@ pub struct SyncSummary {
     pub problem: Option<String>,
 }
 
+/// Batches in flight at once while catching up: the hub checks the signatures of one while
+/// it writes the other.
+const PIPELINE_DEPTH: usize = 2;
+
+/// A batch sent and not yet answered.
+struct Flight {
+    /// The last seq sent, and its hash.
+    sent_through: u64,
+    sent_hash: Digest,
+    count: u64,
+    /// The outcome cursor the request named.
+    outcome_cursor: u64,
+    answer: tokio::task::JoinHandle<Result<Receipt, ClientError>>,
+}
+
+/// What [`Syncer::launch`] did.
+enum Launch {
+    Sent(Flight),
+    /// The first record of the batch cannot be sent as stored.
+    Damaged(SyncError),
+}
+
+/// The batches in flight, oldest first; those left when it is dropped are abandoned (the
+/// hub stores or refuses them whole, and a resend is acknowledged again).
+#[derive(Default)]
+struct Flights(std::collections::VecDeque<Flight>);
+
+impl Flights {
+    fn push(&mut self, flight: Flight) {
+        self.0.push_back(flight);
+    }
+
+    fn pop(&mut self) -> Option<Flight> {
+        self.0.pop_front()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The last seq sent so far, and its hash.
+    fn tail(&self) -> Option<(u64, Digest)> {
+        self.0.back().map(|f| (f.sent_through, f.sent_hash))
+    }
+
+    fn abort(&mut self) {
+        for flight in self.0.drain(..) {
+            flight.answer.abort();
+        }
+    }
+}
+
+impl Drop for Flights {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
 /// Syncs one agent's outbox to its hub. Owns its own outbox connection.
 #[derive(Debug)]
 pub struct Syncer {
@@ -313,7 +371,10 @@ impl Syncer {
     }
 
     /// Sends everything not yet acknowledged; the receipt that completes the round records it
-    /// (`problem`: the policy problem to report with it).
+    /// (`problem`: the policy problem to report with it). While there is more to send, the
+    /// next batch is read and sent before the last one's receipt is back (at most
+    /// [`PIPELINE_DEPTH`] in flight; the hub keeps them in order), and receipts are checked
+    /// and applied strictly in seq order.
     async fn send_all(
         &mut self,
         started: Instant,
@@ -322,136 +383,193 @@ impl Syncer {
         let mut sent = 0u64;
         let mut resyncs = 0u32;
         let mut update_rounds = 0u32;
-        // The next batch, read while the last one was in flight: (first seq - 1, envelopes).
-        let mut prefetched: Option<(u64, Vec<(Envelope, Digest)>)> = None;
-        loop {
+        let mut flights = Flights::default();
+        'round: loop {
+            flights.abort();
             if self.need_watermark {
                 self.reconcile().await?;
                 self.need_watermark = false;
-                prefetched = None;
             }
-            let mut plan = self.plan(prefetched.take()).await?;
+            let mut plan = self.plan().await?;
             let after_hash = plan.after_hash.ok_or_else(|| SyncError::LocalChain {
                 code: "local_chain",
                 seq: plan.acked,
                 problem: "the last acknowledged record is missing".into(),
             })?;
-            // Send the intact records before a damaged one; stop at the damaged one.
-            let pk = self.creds.key.public_key();
-            let (intact, damage) = intact_prefix(&pk, plan.acked, after_hash, &plan.batch);
-            if let (0, Some(damage)) = (intact, damage) {
-                return Err(damage);
+            let batch = std::mem::take(&mut plan.batch);
+            match self.launch(&plan, plan.acked, after_hash, batch) {
+                Launch::Sent(flight) => flights.push(flight),
+                Launch::Damaged(damage) => return Err(damage),
             }
-            plan.batch.truncate(intact);
-            let (sent_through, sent_hash) = plan
-                .batch
-                .last()
-                .map_or((plan.acked, after_hash), |(e, h)| (e.seq, *h));
-            let count = plan.batch.len() as u64;
-            let req = BatchRequest {
-                heartbeat: Heartbeat {
-                    head_seq: plan.head.seq,
-                    queue_depth: plan.head.seq.saturating_sub(sent_through),
-                    agent_version: crate::AGENT_VERSION.to_owned(),
-                    last_error: plan.last_error,
-                    outcome_cursor: plan.outcome_cursor,
-                    log_size: plan.log.map_or(0, |t| t.tree_size),
-                },
-                envelopes: plan.batch.into_iter().map(|(e, _)| e).collect(),
-            };
-            // Read the batch after this one while this one is in flight.
-            let more = sent_through < plan.head.seq;
-            let (answer, next) = tokio::join!(self.client.send_batch(&self.creds, &req), async {
-                if !more {
-                    return Ok(None);
+            // Cleared when the next batch cannot be read or sent as it is.
+            let mut can_fill = true;
+            while let Some((tail_seq, tail_hash)) = flights.tail() {
+                // Keep the next batch in flight while this one is answered.
+                if can_fill && flights.len() < PIPELINE_DEPTH && tail_seq < plan.head.seq {
+                    let agent = self.creds.agent.clone();
+                    let limit = self.batch_size;
+                    let next = self
+                        .outbox
+                        .call(move |o| o.envelopes_after(&agent, tail_seq, limit))
+                        .await;
+                    // A failed read, or a damaged record, waits for the next round: the
+                    // batches in flight are answered first.
+                    match next.map(|batch| self.launch(&plan, tail_seq, tail_hash, batch)) {
+                        Ok(Launch::Sent(next)) if next.count > 0 => flights.push(next),
+                        _ => can_fill = false,
+                    }
+                    continue;
                 }
-                let agent = self.creds.agent.clone();
-                let limit = self.batch_size;
+                let Some(flight) = flights.pop() else {
+                    break;
+                };
+                let (sent_through, sent_hash) = (flight.sent_through, flight.sent_hash);
+                let (count, sent_cursor) = (flight.count, flight.outcome_cursor);
+                let answer = match flight.answer.await {
+                    Ok(answer) => answer,
+                    Err(e) => Err(ClientError::Network {
+                        url: self.client.hub().to_owned(),
+                        cause: format!("the request was lost: {e}"),
+                    }),
+                };
+                let receipt = match answer {
+                    Ok(receipt) => receipt,
+                    Err(e)
+                        if e.code().is_some_and(ErrorCode::needs_resync)
+                            && resyncs < MAX_RESYNCS_PER_STEP =>
+                    {
+                        debug!(error = %e, "the hub asks for a resync");
+                        resyncs += 1;
+                        self.need_watermark = true;
+                        continue 'round;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if receipt.agent_id != self.creds.agent {
+                    return Err(SyncError::BadReceipt(format!(
+                        "the receipt names agent {}",
+                        receipt.agent_id
+                    )));
+                }
+                let local_at_receipt = if receipt.acked_seq == sent_through {
+                    Some(sent_hash)
+                } else {
+                    let seq = receipt.acked_seq;
+                    self.outbox.call(move |o| o.hash_at(seq)).await?
+                };
+                match check_receipt(
+                    sent_through,
+                    receipt.acked_seq,
+                    receipt.head_hash,
+                    local_at_receipt,
+                ) {
+                    Ok(()) => {}
+                    Err(ReceiptProblem::Behind { .. }) if resyncs < MAX_RESYNCS_PER_STEP => {
+                        resyncs += 1;
+                        self.need_watermark = true;
+                        continue 'round;
+                    }
+                    Err(p) => return Err(SyncError::BadReceipt(p.to_string())),
+                }
+                // Checked against the checkpoint trusted now: a receipt for a batch sent
+                // before the last receipt came back proves consistency from an older size,
+                // and is then only checked for inclusion (see `checkpoint::check`).
+                let log = self.check_log(&receipt, plan.log)?;
+                if let Some(update) = &log {
+                    plan.log = update.trusted;
+                }
+                let acked = receipt.acked_seq;
+                self.hub_policy_version = Some(receipt.policy_version);
+                // A full page of updates that moved the cursor: more may wait at the hub.
+                let more_updates = receipt.updates.len() >= MAX_OUTCOME_UPDATES
+                    && receipt.outcome_cursor > sent_cursor;
+                let done = acked >= plan.head.seq
+                    && !(more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP);
+                let synced = done.then(|| (self.clock.now_ms(), problem.map(str::to_owned)));
+                plan.outcome_cursor = plan.outcome_cursor.max(receipt.outcome_cursor);
                 self.outbox
-                    .call(move |o| o.envelopes_after(&agent, sent_through, limit))
-                    .await
-                    .map(|batch| Some((sent_through, batch)))
-            });
-            // A failed read ahead only means the next batch is read again.
-            prefetched = next.ok().flatten();
-            let receipt = match answer {
-                Ok(receipt) => receipt,
-                Err(e)
-                    if e.code().is_some_and(ErrorCode::needs_resync)
-                        && resyncs < MAX_RESYNCS_PER_STEP =>
-                {
-                    debug!(error = %e, "the hub asks for a resync");
-                    resyncs += 1;
-                    self.need_watermark = true;
-                    continue;
+                    .call(move |o| {
+                        let synced = synced.as_ref().map(|(at, p)| (*at, p.as_deref()));
+                        o.apply_receipt_with_log(&receipt, log.as_ref(), synced)
+                    })
+                    .await?;
+                sent += count;
+                // Resyncs are counted between two receipts that moved the chain on.
+                resyncs = 0;
+                if self.need_watermark {
+                    // The log check found the hub lost history: read its watermark again.
+                    continue 'round;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            if receipt.agent_id != self.creds.agent {
-                return Err(SyncError::BadReceipt(format!(
-                    "the receipt names agent {}",
-                    receipt.agent_id
-                )));
-            }
-            let local_at_receipt = if receipt.acked_seq == sent_through {
-                Some(sent_hash)
-            } else {
-                let seq = receipt.acked_seq;
-                self.outbox.call(move |o| o.hash_at(seq)).await?
-            };
-            match check_receipt(
-                sent_through,
-                receipt.acked_seq,
-                receipt.head_hash,
-                local_at_receipt,
-            ) {
-                Ok(()) => {}
-                Err(ReceiptProblem::Behind { .. }) if resyncs < MAX_RESYNCS_PER_STEP => {
-                    resyncs += 1;
-                    self.need_watermark = true;
-                    continue;
+                if acked >= plan.head.seq {
+                    if more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP {
+                        update_rounds += 1;
+                        continue 'round;
+                    }
+                    return Ok(SyncSummary {
+                        sent,
+                        acked_seq: acked,
+                        head_seq: plan.head.seq,
+                        duration: started.elapsed(),
+                        policy: None,
+                        problem: None,
+                    });
                 }
-                Err(p) => return Err(SyncError::BadReceipt(p.to_string())),
-            }
-            let log = self.check_log(&receipt, plan.log)?;
-            let acked = receipt.acked_seq;
-            self.hub_policy_version = Some(receipt.policy_version);
-            // A full page of updates that moved the cursor: more may wait at the hub.
-            let more_updates = receipt.updates.len() >= MAX_OUTCOME_UPDATES
-                && receipt.outcome_cursor > plan.outcome_cursor;
-            let done = acked >= plan.head.seq
-                && !(more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP);
-            let synced = done.then(|| (self.clock.now_ms(), problem.map(str::to_owned)));
-            self.outbox
-                .call(move |o| {
-                    let synced = synced.as_ref().map(|(at, p)| (*at, p.as_deref()));
-                    o.apply_receipt_with_log(&receipt, log.as_ref(), synced)
-                })
-                .await?;
-            sent += count;
-            if acked >= plan.head.seq {
-                if more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP {
-                    update_rounds += 1;
-                    continue;
+                if acked < sent_through {
+                    // The hub took less than was sent: start over from its word.
+                    continue 'round;
                 }
-                return Ok(SyncSummary {
-                    sent,
-                    acked_seq: acked,
-                    head_seq: plan.head.seq,
-                    duration: started.elapsed(),
-                    policy: None,
-                    problem: None,
-                });
             }
+            // Nothing in flight and not everything acknowledged (a damaged record was held
+            // back): the next round names it.
         }
+    }
+
+    /// Starts sending `batch` (the envelopes after `after_seq`, whose hash is `after_hash`):
+    /// its intact prefix, with a heartbeat from `plan`. `Damaged` when not even its first
+    /// record can be sent.
+    fn launch(
+        &self,
+        plan: &Plan,
+        after_seq: u64,
+        after_hash: Digest,
+        mut batch: Vec<(Envelope, Digest)>,
+    ) -> Launch {
+        // Send the intact records before a damaged one; stop at the damaged one.
+        let pk = self.creds.key.public_key();
+        let (intact, damage) = intact_prefix(&pk, after_seq, after_hash, &batch);
+        if let (0, Some(damage)) = (intact, damage) {
+            return Launch::Damaged(damage);
+        }
+        batch.truncate(intact);
+        let (sent_through, sent_hash) = batch
+            .last()
+            .map_or((after_seq, after_hash), |(e, h)| (e.seq, *h));
+        let req = BatchRequest {
+            heartbeat: Heartbeat {
+                head_seq: plan.head.seq,
+                queue_depth: plan.head.seq.saturating_sub(sent_through),
+                agent_version: crate::AGENT_VERSION.to_owned(),
+                last_error: plan.last_error.clone(),
+                outcome_cursor: plan.outcome_cursor,
+                log_size: plan.log.map_or(0, |t| t.tree_size),
+            },
+            envelopes: batch.into_iter().map(|(e, _)| e).collect(),
+        };
+        let count = req.envelopes.len() as u64;
+        let client = self.client.clone();
+        let creds = self.creds.clone();
+        Launch::Sent(Flight {
+            sent_through,
+            sent_hash,
+            count,
+            outcome_cursor: plan.outcome_cursor,
+            answer: tokio::spawn(async move { client.send_batch(&creds, &req).await }),
+        })
     }
 
     /// What to send next: the envelopes after the acknowledged seq (`prefetched`, when they
     /// were read ahead from that seq) and what the heartbeat reports.
-    async fn plan(
-        &self,
-        prefetched: Option<(u64, Vec<(Envelope, Digest)>)>,
-    ) -> Result<Plan, SyncError> {
+    async fn plan(&self) -> Result<Plan, SyncError> {
         let agent = self.creds.agent.clone();
         let limit = self.batch_size;
         Ok(self
@@ -459,10 +577,7 @@ impl Syncer {
             .call(move |o| {
                 let state = o.sync_state()?;
                 let head = o.head()?;
-                let batch = match prefetched {
-                    Some((after, batch)) if after == state.acked_seq => batch,
-                    _ => o.envelopes_after(&agent, state.acked_seq, limit)?,
-                };
+                let batch = o.envelopes_after(&agent, state.acked_seq, limit)?;
                 Ok(Plan {
                     acked: state.acked_seq,
                     after_hash: o.hash_at(state.acked_seq)?,

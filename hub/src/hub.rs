@@ -37,6 +37,7 @@ use crate::metrics::{Gauges, Metrics};
 use crate::policy::{self, CurrentPolicy, PolicyAdminError, PolicyCache, PolicySet};
 use crate::replay::ReplayGuard;
 use crate::rotate::{self, AgentKeys, RotateError};
+use crate::sequence::{self, Sequencer};
 use crate::store::{
     self, AgentRecord, Role, SqliteStore, StoreError, StoredCheckpoint, StoredEnvelope,
     ViolationFilter, ViolationRow,
@@ -86,6 +87,8 @@ struct Inner {
     verifiers: Semaphore,
     /// Agent keys prepared for checking signatures, kept for their next batches.
     tables: Arc<KeyTables>,
+    /// Each agent's batches in flight, kept in seq order on their way to the writer.
+    sequencer: Sequencer,
 }
 
 impl std::fmt::Debug for Hub {
@@ -139,6 +142,7 @@ impl Hub {
                     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
                 ),
                 tables: Arc::default(),
+                sequencer: Sequencer::default(),
             }),
         })
     }
@@ -236,6 +240,12 @@ impl Hub {
         let contact = Contact::with_heartbeat(now, &batch.heartbeat);
         let cursor = batch.heartbeat.outcome_cursor;
         let id = agent.id.clone();
+        // Pipelined batches of one agent reach the writer in seq order (see `sequence`).
+        let sequencer = &self.inner.sequencer;
+        let ticket = batch
+            .envelopes
+            .first()
+            .map(|e| sequencer.enter(&id, e.seq, agent.acked_seq));
         let verified = match self.verify(&agent, batch.envelopes).await {
             Ok(v) => v,
             Err(e) => {
@@ -244,6 +254,11 @@ impl Hub {
                 return Err(e);
             }
         };
+        if let Some(ticket) = &ticket
+            && sequencer.wait_turn(ticket, sequence::MAX_WAIT).await
+        {
+            tracing::debug!(agent = %id, "an earlier batch of the agent did not arrive in time");
+        }
         let policies = self.inner.policies.clone();
         let key = Arc::clone(&self.inner.key);
         let log_from = batch.heartbeat.log_size;
@@ -263,6 +278,7 @@ impl Hub {
             .await;
         match applied {
             Ok((Applied::Stored(stored), sealed)) => {
+                sequencer.stored(&id, stored.acked_seq);
                 metrics.envelopes_stored(stored.appended);
                 metrics.judged(&stored.judged);
                 let log = match sealed {

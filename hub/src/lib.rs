@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod rotate;
+pub mod sequence;
 pub mod store;
 pub mod tls;
 

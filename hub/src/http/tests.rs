@@ -1203,3 +1203,47 @@ async fn a_store_that_cannot_write_answers_503_unavailable() {
         assert_eq!(error_code(&body), "unavailable");
     }
 }
+
+#[tokio::test]
+async fn a_pipelined_batch_waits_for_the_batch_before_it() {
+    // An agent catching up sends its next batch before the last one's receipt is back; the
+    // later batch (small, so checked first) must still be written after the earlier one.
+    let t = test_hub().await;
+    let key = KeyPair::from_seed(&[21; 32]).unwrap();
+    let agent = enroll_agent(&t, &key).await;
+    let all = chain(&key, &agent, 1, Digest::GENESIS, 700);
+    let id = agent.clone();
+    let record = t
+        .hub
+        .db()
+        .read(move |r| r.agent(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = |envelopes: &[Envelope]| BatchRequest {
+        heartbeat: tongbu_shared::protocol::Heartbeat {
+            head_seq: 700,
+            queue_depth: 0,
+            agent_version: "0.1.0".into(),
+            last_error: None,
+            outcome_cursor: 0,
+            log_size: 0,
+        },
+        envelopes: envelopes.to_vec(),
+    };
+    let earlier = t.hub.ingest(record.clone(), request(&all[..600]));
+    let later = t.hub.ingest(record, request(&all[600..]));
+    tokio::pin!(earlier, later);
+    // The earlier batch takes its place as it arrives (its first poll).
+    let first_poll =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(earlier.as_mut().poll(cx).is_pending()))
+            .await;
+    assert!(first_poll);
+    let (later, earlier) = tokio::join!(later, earlier);
+    let key = t.hub.public_key();
+    let earlier = earlier.unwrap().verify(&key).unwrap();
+    let later = later.unwrap().verify(&key).unwrap();
+    assert_eq!((earlier.acked_seq, later.acked_seq), (600, 700));
+    assert_eq!(later.outcomes.len(), 100);
+    assert!(later.outcomes.iter().all(|o| !o.duplicate));
+}
