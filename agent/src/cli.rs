@@ -5,7 +5,6 @@
 //! (retry once there is space).
 
 use std::io::{self, BufWriter, Read as _, Write as _};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,10 +21,13 @@ use tongbu_agent::policy::PolicyPull;
 use tongbu_agent::rules::LocalView;
 use tongbu_agent::service::{self, ServiceOptions};
 use tongbu_agent::status;
-use tongbu_agent::sync::{self, NextStep, Syncer};
+use tongbu_agent::sync::{NextStep, Syncer};
 use tongbu_agent::tls::{CaCerts, TrustOptions};
 use tongbu_agent::verify::{self, VerifyError};
+use tongbu_settings::{LogFormat, LogLevel, ProcessEnv};
 use tongbu_shared::certpin::CertFingerprint;
+
+use crate::config::{self, AgentConfig, BatchSize, HeartbeatSecs, IntakeAddr, RetryMs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,14 +36,22 @@ use tongbu_shared::certpin::CertFingerprint;
     about = "Tongbu county agent: sign, store and sync records to the provincial hub"
 )]
 pub struct Cli {
+    /// The config file (TOML; see deploy/config/agent.toml). Default: /etc/tongbu/agent.toml
+    /// if it exists, or TONGBU_AGENT_CONFIG. Flags win over TONGBU_AGENT_* variables, which win
+    /// over the file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where the agent keeps its key and outbox (created if missing).
-    #[arg(
-        long,
-        global = true,
-        default_value = "./tongbu-agent-data",
-        env = "TONGBU_AGENT_DATA_DIR"
-    )]
-    data_dir: PathBuf,
+    /// [default: ./tongbu-agent-data; env TONGBU_AGENT_DATA_DIR; config key data_dir]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log lines on stderr as text or JSON (one object per line). [default: text]
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Which log lines: a level (error, warn, info, debug, trace) or directives such as
+    /// warn,tongbu_agent=debug. [default: info, or RUST_LOG]
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<LogLevel>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,23 +77,30 @@ enum Command {
         strict: bool,
         file: String,
     },
+    /// Convert a CSV file, an Excel workbook or an OCDS release package into records, then
+    /// check, sign and store them like `submit` (all or nothing); `-` reads stdin. See
+    /// docs/FORMATS.md for the column names, the mapping file and the OCDS mapping.
+    Import(ImportArgs),
     /// Run the service: loopback intake API plus the sync loop.
     Run {
         /// The intake API's address (loopback only; port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:8441")]
-        listen: SocketAddr,
-        /// Seconds between syncs when nothing new arrives (each sync is a heartbeat).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-        heartbeat_secs: u64,
-        /// First retry delay after a failed sync, in milliseconds.
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
-        retry_min_ms: u64,
-        /// Longest retry delay, in milliseconds.
-        #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
-        retry_max_ms: u64,
-        /// Records per batch sent to the hub (at most 1000).
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
-        batch_size: u64,
+        /// [default: 127.0.0.1:8441]
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<IntakeAddr>,
+        /// Seconds between syncs when nothing new arrives (each sync is a heartbeat), 1 to
+        /// 86400. [default: 10]
+        #[arg(long, value_name = "SECS")]
+        heartbeat_secs: Option<HeartbeatSecs>,
+        /// First retry delay after a failed sync, in milliseconds (up to 3600000).
+        /// [default: 500]
+        #[arg(long, value_name = "MS")]
+        retry_min_ms: Option<RetryMs>,
+        /// Longest retry delay, in milliseconds (up to 3600000). [default: 60000]
+        #[arg(long, value_name = "MS")]
+        retry_max_ms: Option<RetryMs>,
+        /// Records per batch sent to the hub (at most 1000). [default: 500]
+        #[arg(long, value_name = "N")]
+        batch_size: Option<BatchSize>,
     },
     /// Report malformed records and the rules records break, storing nothing; `-` reads stdin.
     Check { file: String },
@@ -92,9 +109,14 @@ enum Command {
         /// Required: sync until nothing is left, then exit (the service syncs continuously).
         #[arg(long, required = true)]
         once: bool,
-        /// Records per batch sent to the hub (at most 1000).
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
-        batch_size: u64,
+        /// Records per batch sent to the hub (at most 1000). [default: 500]
+        #[arg(long, value_name = "N")]
+        batch_size: Option<BatchSize>,
+    },
+    /// The configuration file and settings.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Show this agent's sync state.
     Status {
@@ -117,6 +139,39 @@ enum Command {
         #[command(flatten)]
         trust: TrustArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check the config file (--config FILE, TONGBU_AGENT_CONFIG or /etc/tongbu/agent.toml)
+    /// and the TONGBU_AGENT_* variables, and print every effective setting with where it comes
+    /// from (secrets masked); exits non-zero naming what is wrong.
+    Check,
+}
+
+/// `import`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+struct ImportArgs {
+    /// The file's format: csv, xlsx or ocds (an OCDS 1.1 release package).
+    #[arg(long)]
+    format: tongbu_agent::import::Format,
+    /// A TOML file naming which column gives which record field, constants and value words.
+    #[arg(long, value_name = "FILE")]
+    mapping: Option<PathBuf>,
+    /// The kind of every row without a kind column: budget_line, contract, payment or evaluation.
+    #[arg(long, value_parser = tongbu_agent::import::parse_kind)]
+    kind: Option<tongbu_shared::record::Kind>,
+    /// A CSV file's encoding: auto (UTF-8 if valid, else GB18030), utf-8, gbk or gb18030.
+    #[arg(long, default_value = "auto")]
+    encoding: tongbu_agent::import::Encoding,
+    /// The workbook sheet to read (default: the first).
+    #[arg(long)]
+    sheet: Option<String>,
+    /// Refuse the file if any record breaks a rule.
+    #[arg(long)]
+    strict: bool,
+    /// The file to import; `-` reads standard input.
+    file: String,
 }
 
 /// How to trust the hub's TLS certificate (see `tongbu_agent::tls`).
@@ -150,8 +205,53 @@ impl TrustArgs {
     }
 }
 
+impl Cli {
+    /// The settings given as flags, global or the command's own.
+    fn config_flags(&self) -> config::Flags {
+        let mut flags = config::Flags {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format,
+            log_level: self.log_level.clone(),
+            ..config::Flags::default()
+        };
+        match &self.command {
+            Command::Run {
+                listen,
+                heartbeat_secs,
+                retry_min_ms,
+                retry_max_ms,
+                batch_size,
+            } => {
+                flags.listen = *listen;
+                flags.heartbeat_secs = *heartbeat_secs;
+                flags.retry_min_ms = *retry_min_ms;
+                flags.retry_max_ms = *retry_max_ms;
+                flags.batch_size = *batch_size;
+            }
+            Command::Sync { batch_size, .. } => flags.batch_size = *batch_size,
+            _ => {}
+        }
+        flags
+    }
+}
+
+/// Reads the settings (config file, `TONGBU_AGENT_*` variables, flags) and starts logging to
+/// stderr as they say.
+fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
+    let config = AgentConfig::load(
+        cli.config_flags(),
+        &ProcessEnv,
+        Path::new(config::DEFAULT_CONFIG_PATH),
+    )?;
+    tongbu_settings::init_logging(config.log_format.value, &config.log_level.value)
+        .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
+    Ok(config)
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let data_dir = cli.data_dir.as_path();
+    let config = load_config(&cli)?;
+    let data_dir = config.data_dir.value.as_path();
     match cli.command {
         Command::Enroll { hub, token, trust } => {
             let trust = trust.options()?;
@@ -165,20 +265,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             submit(data_dir, &file, strictness)
         }
-        Command::Run {
-            listen,
-            heartbeat_secs,
-            retry_min_ms,
-            retry_max_ms,
-            batch_size,
-        } => {
+        Command::Import(args) => import(data_dir, args),
+        Command::Run { .. } => {
             let opts = ServiceOptions {
-                listen,
-                heartbeat: Duration::from_secs(heartbeat_secs),
-                retry_min: Duration::from_millis(retry_min_ms),
-                retry_max: Duration::from_millis(retry_max_ms),
-                batch_size: usize::try_from(batch_size).unwrap_or(sync::DEFAULT_BATCH_SIZE),
-                ..ServiceOptions::new(data_dir)
+                notify: true,
+                ..config.service_options()
             };
             runtime()?.block_on(service::run(opts, shutdown_signal(), |addr| {
                 println!("READY intake=http://{addr}");
@@ -187,13 +278,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { file } => check(data_dir, &file),
-        Command::Sync {
-            once: _,
-            batch_size,
-        } => {
-            let batch_size = usize::try_from(batch_size).unwrap_or(sync::DEFAULT_BATCH_SIZE);
-            runtime()?.block_on(sync_once(data_dir, batch_size))
-        }
+        Command::Sync { .. } => runtime()?.block_on(sync_once(data_dir, config.batch_size())),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&config),
         Command::Status { json } => show_status(data_dir, json),
         Command::Verify => verify(data_dir),
         Command::RotateKey => runtime()?.block_on(rotate_key(data_dir)),
@@ -208,6 +296,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `config check`: every effective setting with its source, as TOML, secrets masked (they
+/// were all checked when they were loaded).
+fn config_check(settings: &AgentConfig) -> anyhow::Result<ExitCode> {
+    warn_unknown_vars(&settings.entries());
+    let report = tongbu_settings::render(
+        "tongbu-agent",
+        settings.file.as_ref(),
+        Path::new(config::DEFAULT_CONFIG_PATH),
+        &settings.entries(),
+    );
+    let mut out = io::stdout().lock();
+    out.write_all(report.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Warns on stderr about `TONGBU_AGENT_*` variables that name no setting (most likely misspelt).
+fn warn_unknown_vars(entries: &[tongbu_settings::Entry]) {
+    let keys: Vec<&str> = entries.iter().map(|e| e.key).collect();
+    let names = ProcessEnv.names();
+    for var in tongbu_settings::unknown_vars("TONGBU_AGENT_", &keys, names) {
+        eprintln!(
+            "warning: {var} names no setting and is ignored (the settings: {})",
+            keys.join(", ")
+        );
     }
 }
 
@@ -297,6 +414,70 @@ fn unavailable(e: &dyn std::fmt::Display) -> ExitCode {
 
 fn submit(data_dir: &Path, file: &str, strictness: Strictness) -> anyhow::Result<ExitCode> {
     let input = read_input(file)?;
+    store(data_dir, &input, strictness, &str::to_owned)
+}
+
+/// Converts a file with `tongbu_agent::import` and stores the records as `submit` does; every
+/// message about a record names the row (or OCDS path) it came from.
+fn import(data_dir: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use tongbu_agent::import::{self, Mapping, Options};
+    let input = read_input(&args.file)?;
+    let mapping = match &args.mapping {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the mapping file {}", path.display()))?;
+            Mapping::parse(&text)
+                .map_err(|e| anyhow::anyhow!("mapping file {}: {e}", path.display()))?
+        }
+        None => Mapping::default(),
+    };
+    // The agent's county is the county of rows that name none, and the only one allowed.
+    let dir = DataDir::open(data_dir)?;
+    let county = Outbox::open(&dir.outbox_path())?
+        .enrollment()?
+        .map(|e| e.county)
+        .ok_or(IntakeError::NotEnrolled)?;
+    let opts = Options {
+        mapping,
+        kind: args.kind,
+        encoding: args.encoding,
+        sheet: args.sheet,
+        county: Some(county),
+    };
+    let conversion = match import::convert(&input, args.format, &opts) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: refused, nothing stored: {line}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if !conversion.ignored_columns.is_empty() {
+        eprintln!(
+            "note: no record field is read from the column(s) {}",
+            conversion.ignored_columns.join(", ")
+        );
+    }
+    let strictness = if args.strict {
+        Strictness::Strict
+    } else {
+        Strictness::Lenient
+    };
+    store(data_dir, &conversion.submission(), strictness, &|m| {
+        conversion.relabel(m)
+    })
+}
+
+/// Checks, signs and stores a submission, printing one line per stored record (what `submit`
+/// and `import` share). `place` rewrites an intake message about a record in the words of the
+/// file it came from.
+fn store(
+    data_dir: &Path,
+    input: &[u8],
+    strictness: Strictness,
+    place: &dyn Fn(&str) -> String,
+) -> anyhow::Result<ExitCode> {
     let agent = match service::open_for_signing(data_dir) {
         Ok(agent) => agent,
         Err(e) => match e.downcast_ref::<tongbu_agent::outbox::OutboxError>() {
@@ -305,16 +486,22 @@ fn submit(data_dir: &Path, file: &str, strictness: Strictness) -> anyhow::Result
         },
     };
     let mut intake = Intake::new(agent.outbox, Arc::new(agent.key))?;
-    let stored = match intake.submit(&input, strictness, SystemClock.now_ms()) {
+    let stored = match intake.submit(input, strictness, SystemClock.now_ms()) {
         Ok(stored) => stored,
         Err(e) if e.is_unavailable() => return Ok(unavailable(&e)),
         Err(IntakeError::Refused(finding)) => {
-            eprintln!("error: refused, nothing stored: {finding}");
+            eprintln!(
+                "error: refused, nothing stored: {}",
+                place(&finding.to_string())
+            );
             return Ok(ExitCode::from(2));
         }
         Err(IntakeError::BreaksRules { offences, .. }) => {
             for offence in offences {
-                eprintln!("error: refused (--strict), nothing stored: {offence}");
+                eprintln!(
+                    "error: refused (--strict), nothing stored: {}",
+                    place(&offence)
+                );
             }
             return Ok(ExitCode::from(2));
         }
@@ -514,5 +701,51 @@ fn verify(data_dir: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_flags_are_layered_not_defaulted_by_clap() {
+        let cli = Cli::try_parse_from(["tongbu-agent", "run"]).unwrap();
+        let flags = cli.config_flags();
+        assert!(flags.data_dir.is_none() && flags.listen.is_none() && flags.batch_size.is_none());
+        let cli = Cli::try_parse_from([
+            "tongbu-agent",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--batch-size",
+            "20",
+            "--config",
+            "/tmp/agent.toml",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let flags = cli.config_flags();
+        assert_eq!(
+            flags.listen.map(|l| l.to_string()).as_deref(),
+            Some("127.0.0.1:0")
+        );
+        assert_eq!(flags.batch_size.map(BatchSize::get), Some(20));
+        assert_eq!(flags.config, Some(PathBuf::from("/tmp/agent.toml")));
+        assert_eq!(flags.log_format, Some(LogFormat::Json));
+        let cli = Cli::try_parse_from(["tongbu-agent", "sync", "--once", "--batch-size", "9"]);
+        assert_eq!(
+            cli.unwrap().config_flags().batch_size.map(BatchSize::get),
+            Some(9)
+        );
+        for bad in [
+            ["tongbu-agent", "run", "--listen", "0.0.0.0:8441"],
+            ["tongbu-agent", "run", "--batch-size", "1001"],
+            ["tongbu-agent", "run", "--heartbeat-secs", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        assert!(Cli::try_parse_from(["tongbu-agent", "config", "check"]).is_ok());
     }
 }

@@ -2,7 +2,8 @@
 //! record, a JSON array or JSON Lines) all or nothing and answers only after the commit, with
 //! each record's rule codes (`?strict=true` refuses the whole submission if a record breaks a
 //! rule); `POST /check` reports malformed records and rule findings without storing;
-//! `GET /status` and `GET /healthz` for operators. The API has no authentication, so the
+//! `GET /status`, `GET /metrics` (Prometheus text, the same figures as `status`; see
+//! [`crate::metrics`]) and `GET /healthz` for operators. The API has no authentication, so the
 //! service binds it to loopback only. A full or read-only disk answers 503 `unavailable` with
 //! nothing stored, and the service accepts again once space returns. Handlers are thin: read the body, call
 //! [`crate::intake`], map the result.
@@ -23,6 +24,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::intake::{Finding, IntakeError, SharedIntake, Stored, Strictness};
+use crate::metrics::AgentMetrics;
 use crate::outbox::OutboxError;
 use crate::status::{self, Status};
 
@@ -36,6 +38,8 @@ pub struct IntakeState {
     pub clock: Arc<dyn Clock>,
     /// Notified after records are committed, so the sync loop sends them at once.
     pub wake: Arc<Notify>,
+    /// Shared with the sync loop; rendered with the status figures by `GET /metrics`.
+    pub metrics: Arc<AgentMetrics>,
 }
 
 pub fn app(state: IntakeState) -> Router {
@@ -43,6 +47,7 @@ pub fn app(state: IntakeState) -> Router {
         .route("/records", post(post_records))
         .route("/check", post(post_check))
         .route("/status", get(get_status))
+        .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(MAX_INTAKE_BYTES))
         .with_state(state)
@@ -172,6 +177,7 @@ async fn post_records(
         .intake
         .submit(body.into(), strictness, Arc::clone(&state.clock))
         .await?;
+    state.metrics.taken_in(stored.len());
     state.wake.notify_one();
     Ok(Json(StoredReply { stored }))
 }
@@ -205,8 +211,25 @@ async fn post_check(
 }
 
 async fn get_status(State(state): State<IntakeState>) -> Result<Json<Status>, AppError> {
-    let status = state.intake.call(|i| Ok(status::read(i.outbox())?)).await?;
-    Ok(Json(status))
+    Ok(Json(read_status(&state).await?))
+}
+
+/// What `tongbu-agent status` shows, read the same way for `/status` and `/metrics`.
+async fn read_status(state: &IntakeState) -> Result<Status, AppError> {
+    Ok(state.intake.call(|i| Ok(status::read(i.outbox())?)).await?)
+}
+
+async fn get_metrics(State(state): State<IntakeState>) -> Result<Response, AppError> {
+    let status = read_status(&state).await?;
+    let text = state.metrics.render(&status, state.clock.now_ms());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -236,6 +259,7 @@ mod tests {
             intake: SharedIntake::new(Intake::new(outbox, Arc::new(key())).unwrap()),
             clock: Arc::new(ManualClock::new(1_000)),
             wake: Arc::new(Notify::new()),
+            metrics: Arc::new(AgentMetrics::default()),
         }
     }
 
@@ -285,6 +309,24 @@ mod tests {
             (json["head_seq"].as_u64(), json["queue_depth"].as_u64()),
             (Some(1), Some(1))
         );
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(axum::serve(listener, app(st)).into_future());
+        let resp = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.headers()["content-type"], crate::metrics::CONTENT_TYPE);
+        let text = resp.text().await.unwrap();
+        server.abort();
+        for line in [
+            "tongbu_agent_head_seq 1\n",
+            "tongbu_agent_queue_depth_records 1\n",
+            "tongbu_agent_records_taken_in_total 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     /// `n` distinct payments as JSON Lines.

@@ -12,6 +12,7 @@
 //!   with the pinned hub key whenever it is loaded);
 //! - [`rules`]: the local view of the in-step rules (the shared engine over the cached policy
 //!   and this agent's own stored records);
+//! - [`import`]: CSV, Excel and OCDS files turned into v1 records for the intake;
 //! - [`intake`]: a submission in, judged, signed and stored records with their rule codes (or a
 //!   refusal naming the field) out;
 //! - [`client`]: the signed HTTP client for the hub's agent API, verifying hub signatures;
@@ -21,9 +22,11 @@
 //! - [`rotate`]: replacing the agent's key with the hub's confirmation, and settling a
 //!   rotation interrupted by a crash;
 //! - [`sync`]: the sync step (`Syncer::sync_once`) and its loop (`run_until_stopped`);
+//!   [`round`]: a round's log line and a large backlog's progress;
 //! - [`http`]: the loopback intake API (`POST /records`, `POST /check`, `GET /status`);
 //! - [`service`]: intake server plus sync loop, and the entry points a demo can drive in-process;
-//! - [`status`]: the figures `status` shows; [`verify`]: re-checking the local chain.
+//! - [`status`]: the figures `status` shows; [`metrics`]: the same figures and the sync loop's
+//!   counters as Prometheus text (`GET /metrics`); [`verify`]: re-checking the local chain.
 //!
 //! Invariants: envelope seqs run from 1 without gaps, each `prev` is the previous envelope's
 //! hash and the head is the last row; the outbox is append-only (records stay after the hub
@@ -36,11 +39,15 @@ pub mod clock;
 pub mod data_dir;
 pub mod enroll;
 pub mod http;
+pub mod import;
 pub mod intake;
 pub mod keyfile;
+pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod policy;
 pub mod rotate;
+pub mod round;
 pub mod rules;
 pub mod service;
 pub mod status;

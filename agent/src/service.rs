@@ -26,6 +26,7 @@ use crate::data_dir::DataDir;
 use crate::http::{self, IntakeState};
 use crate::intake::{Intake, SharedIntake, Stored, Strictness};
 use crate::keyfile;
+use crate::notify;
 use crate::outbox::{Enrollment, Outbox, SharedOutbox};
 use crate::policy::PolicyPull;
 use crate::sync::{self, LoopOptions, Syncer};
@@ -42,6 +43,9 @@ pub struct ServiceOptions {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub batch_size: usize,
+    /// Tell systemd (sd_notify) when the service is ready, how it is doing, and ping its
+    /// watchdog (see [`crate::notify`]); off for in-process agents such as the hub's demo.
+    pub notify: bool,
 }
 
 impl ServiceOptions {
@@ -53,6 +57,7 @@ impl ServiceOptions {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
             batch_size: sync::DEFAULT_BATCH_SIZE,
+            notify: false,
         }
     }
 }
@@ -136,7 +141,14 @@ pub async fn run(
     }
     settle_rotation(&opts.data_dir).await?;
     let data_dir = opts.data_dir.clone();
-    let (agent, sync_outbox) = tokio::task::spawn_blocking(move || {
+    let loop_opts = LoopOptions {
+        heartbeat: opts.heartbeat,
+        retry_min: opts.retry_min,
+        retry_max: opts.retry_max,
+        jitter_seed: random_seed(),
+    };
+    let want_notify = opts.notify;
+    let (agent, sync_outbox, health, progress) = tokio::task::spawn_blocking(move || {
         let agent = open_for_signing(&data_dir)?;
         // A damaged outbox stops the agent here, loudly, before it serves anything.
         let keys = agent.outbox.key_ring(agent.key.public_key())?;
@@ -148,7 +160,19 @@ pub async fn run(
         )?;
         // The sync loop gets a connection of its own; SQLite orders the two writers.
         let sync_outbox = Outbox::open(&agent.dir.outbox_path())?;
-        anyhow::Ok((agent, sync_outbox))
+        let progress = notify::Progress::new(std::time::Instant::now());
+        let health = if want_notify {
+            let path = agent.dir.outbox_path();
+            let stuck_after = notify::stuck_after(&loop_opts);
+            Some(notify::AgentHealth::open(
+                &path,
+                progress.clone(),
+                stuck_after,
+            )?)
+        } else {
+            None
+        };
+        anyhow::Ok((agent, sync_outbox, health, progress))
     })
     .await
     .context("opening the data directory stopped")??;
@@ -170,33 +194,34 @@ pub async fn run(
     let key = Arc::new(key);
     let wake = Arc::new(Notify::new());
     let intake = Intake::new(outbox, Arc::clone(&key))?;
+    let metrics = Arc::new(crate::metrics::AgentMetrics::default());
     let intake = http::app(IntakeState {
         intake: SharedIntake::new(intake),
         clock: Arc::clone(&clock),
         wake: Arc::clone(&wake),
+        metrics: Arc::clone(&metrics),
     });
-    let mut syncer = Syncer::new(
+    let syncer = Syncer::new(
         SharedOutbox::new(sync_outbox),
         &enrollment,
         key,
         clock,
         opts.batch_size,
     )?;
-    let loop_opts = LoopOptions {
-        heartbeat: opts.heartbeat,
-        retry_min: opts.retry_min,
-        retry_max: opts.retry_max,
-        jitter_seed: random_seed(),
-    };
+    let syncer = crate::metrics::Counted::new(syncer, metrics);
+    let mut syncer = notify::Watched::new(syncer, progress);
 
     // One shutdown future fans out to the server and the loop.
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = tokio::spawn(async move {
         shutdown.await;
+        if want_notify {
+            notify::send(&[notify::Note::Stopping]);
+        }
         let _ = stop_tx.send(true);
     });
     let server = axum::serve(listener, intake).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let syncing = sync::run_until_stopped(&mut syncer, &loop_opts, &wake, stopped(stop_rx));
+    let syncing = sync::run_until_stopped(&mut syncer, &loop_opts, &wake, stopped(stop_rx.clone()));
 
     info!(
         agent_id = %enrollment.agent_id,
@@ -210,8 +235,18 @@ pub async fn run(
         warn!("{warning}");
     }
     on_ready(addr);
+    let supervisor = health.map(|health| {
+        tokio::spawn(notify::supervise_agent(
+            health,
+            addr,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let (served, ()) = tokio::join!(async { server.await }, syncing);
     watcher.abort();
+    if let Some(supervisor) = supervisor {
+        supervisor.abort();
+    }
     served.context("the intake server failed")?;
     info!("tongbu-agent stopped");
     Ok(())

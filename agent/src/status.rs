@@ -1,6 +1,7 @@
 //! The figures `status` reports (and `GET /status` returns): who this agent is, how far the
 //! hub has acknowledged its chain, when it last synced and why it is stuck, if it is. The JSON
-//! keys are part of the v1 interface contract.
+//! keys are part of the v1 interface contract. The agent's `GET /metrics` renders the same
+//! [`Status`] (see [`crate::metrics`]), so the two never disagree.
 
 use serde::Serialize;
 
@@ -21,6 +22,9 @@ pub struct Status {
     pub queue_depth: u64,
     /// RFC 3339 UTC time of the last successful sync.
     pub last_sync: Option<String>,
+    /// The same time in Unix milliseconds, for the metrics' age (not in the JSON).
+    #[serde(skip)]
+    pub last_sync_ms: Option<i64>,
     pub last_error: Option<String>,
     /// The cached policy bundle version in use (none until one is pulled, or when the cached
     /// bundle no longer verifies against the pinned hub key).
@@ -57,6 +61,7 @@ pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
         acked_seq: state.acked_seq,
         queue_depth: head.seq.saturating_sub(state.acked_seq),
         last_sync: state.last_sync_ms.map(rfc3339),
+        last_sync_ms: state.last_sync_ms,
         last_error: state.last_error,
         policy_version,
         held: counts.held,
@@ -66,6 +71,26 @@ pub fn read(outbox: &Outbox) -> Result<Status, OutboxError> {
         last_hub_log_finding: last_finding
             .map(|f| format!("{} {}: {}", rfc3339(f.at_ms), f.kind, f.detail)),
     })
+}
+
+impl Status {
+    /// The code that opens `last_error` (`network`, `certificate_mismatch`, `agent_quarantined`,
+    /// `policy_rollback`, `outbox`, ...: every sync error's text starts with its code), `other`
+    /// when it does not start with one, none without an error. A bounded label for metrics.
+    pub fn last_error_class(&self) -> Option<&str> {
+        self.last_error.as_deref().map(error_class)
+    }
+}
+
+/// The leading `code:` of a one-line error, or `other`.
+pub fn error_class(line: &str) -> &str {
+    let code = line.split_once(':').map_or("", |(code, _)| code);
+    let well_formed = (1..=40).contains(&code.len())
+        && code.starts_with(|c: char| c.is_ascii_lowercase())
+        && code
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if well_formed { code } else { "other" }
 }
 
 impl std::fmt::Display for Status {
@@ -137,5 +162,25 @@ mod tests {
             ]
         );
         assert!(status.to_string().contains("queue_depth          0"));
+    }
+
+    #[test]
+    fn error_classes_are_the_leading_code_or_other() {
+        assert_eq!(
+            error_class("network: could not reach the hub at https://h: refused"),
+            "network"
+        );
+        assert_eq!(
+            error_class("certificate_mismatch: the hub at https://h presented ..."),
+            "certificate_mismatch"
+        );
+        assert_eq!(
+            error_class("http_502: the hub answered HTTP 502"),
+            "http_502"
+        );
+        assert_eq!(error_class("invalid hub URL \"x\": no host"), "other");
+        assert_eq!(error_class("Network: capitalised"), "other");
+        assert_eq!(error_class("no colon at all"), "other");
+        assert_eq!(error_class(": empty"), "other");
     }
 }

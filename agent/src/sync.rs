@@ -31,6 +31,7 @@ use crate::client::{ClientError, Credentials, HubClient};
 use crate::clock::Clock;
 use crate::outbox::{Enrollment, Head, HubLogUpdate, OutboxError, SharedOutbox};
 use crate::policy::{self, PolicyPull, PullError};
+use crate::round::RoundReport;
 
 /// Records per batch unless configured otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 500;
@@ -381,6 +382,7 @@ impl Syncer {
         problem: Option<&str>,
     ) -> Result<SyncSummary, SyncError> {
         let mut sent = 0u64;
+        let mut report = RoundReport::default();
         let mut resyncs = 0u32;
         let mut update_rounds = 0u32;
         let mut flights = Flights::default();
@@ -391,6 +393,7 @@ impl Syncer {
                 self.need_watermark = false;
             }
             let mut plan = self.plan().await?;
+            report.planned(plan.acked, plan.head.seq);
             let after_hash = plan.after_hash.ok_or_else(|| SyncError::LocalChain {
                 code: "local_chain",
                 seq: plan.acked,
@@ -487,12 +490,14 @@ impl Syncer {
                     && !(more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP);
                 let synced = done.then(|| (self.clock.now_ms(), problem.map(str::to_owned)));
                 plan.outcome_cursor = plan.outcome_cursor.max(receipt.outcome_cursor);
+                report.receipt(&receipt);
                 self.outbox
                     .call(move |o| {
                         let synced = synced.as_ref().map(|(at, p)| (*at, p.as_deref()));
                         o.apply_receipt_with_log(&receipt, log.as_ref(), synced)
                     })
                     .await?;
+                report.applied(acked);
                 sent += count;
                 // Resyncs are counted between two receipts that moved the chain on.
                 resyncs = 0;
@@ -505,11 +510,13 @@ impl Syncer {
                         update_rounds += 1;
                         continue 'round;
                     }
+                    let duration = started.elapsed();
+                    report.done(sent, acked, plan.head.seq, duration);
                     return Ok(SyncSummary {
                         sent,
                         acked_seq: acked,
                         head_seq: plan.head.seq,
-                        duration: started.elapsed(),
+                        duration,
                         policy: None,
                         problem: None,
                     });
@@ -836,15 +843,7 @@ pub async fn run_until_stopped<S: SyncStep>(
                     (None, Some(_)) => info!(acked_seq = summary.acked_seq, "sync recovered"),
                     (None, None) => {}
                 }
-                if summary.sent > 0 {
-                    info!(
-                        sent = summary.sent,
-                        acked_seq = summary.acked_seq,
-                        head_seq = summary.head_seq,
-                        duration_ms = summary.duration.as_millis() as u64,
-                        "synced"
-                    );
-                }
+                // The round logged its own line (`round::RoundReport::done`).
                 (opts.heartbeat, true)
             }
             Err(e) => {

@@ -5,6 +5,7 @@
 //! and root, and each agent's acknowledged head. It reads only, in pages of one snapshot each,
 //! so it may run beside a serving hub: it checks the log up to the size it found at the start.
 //! It never stops at the first problem: it counts them all and names the first few.
+//! [`verify_reporting`] shows its progress on stderr (`tongbu_shared::progress`).
 
 use std::collections::HashMap;
 
@@ -192,6 +193,24 @@ pub fn verify(
     }
     report.root = (size > 0).then(|| Digest(frontier.root()));
     Ok(report)
+}
+
+/// [`verify`], showing the envelopes checked on stderr: a bar on a terminal, otherwise a line
+/// every few seconds and one at the end.
+pub fn verify_reporting(store: &mut dyn Store, hub_key: &PublicKey) -> Result<Report, StoreError> {
+    // The total is known once the audit has read the log's size, at its first page.
+    let mut shown: Option<tongbu_shared::progress::Progress> = None;
+    let report = verify(store, hub_key, &mut |p| {
+        shown
+            .get_or_insert_with(|| {
+                tongbu_shared::progress::Progress::new("audit", Some(p.total)).unit("envelopes")
+            })
+            .set(p.done);
+    });
+    if let Some(shown) = shown {
+        shown.finish();
+    }
+    report
 }
 
 fn next_checkpoints(

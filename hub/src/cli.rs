@@ -20,11 +20,13 @@ use tongbu_hub::policy;
 use tongbu_hub::store::Role;
 use tongbu_hub::tls;
 use tongbu_hub::{Hub, SqliteStore};
+use tongbu_settings::{LogFormat, LogLevel, ProcessEnv};
 use tongbu_shared::CountyCode;
 use tongbu_shared::policy::PolicyDoc;
 use tongbu_shared::protocol::AgentRow;
 
-const DEFAULT_DATA_DIR: &str = "./tongbu-hub-data";
+use crate::config::{self, HubConfig, ListenAddr, PlainHttpMode};
+
 const DEMO_DATA_DIR: &str = "./tongbu-demo-data";
 
 #[derive(Debug, Parser)]
@@ -34,9 +36,21 @@ const DEMO_DATA_DIR: &str = "./tongbu-demo-data";
     about = "Tongbu provincial hub: verifies, orders and keeps every county record"
 )]
 pub struct Cli {
+    /// The config file (TOML; see deploy/config/hub.toml). Default: /etc/tongbu/hub.toml if
+    /// it exists. Flags win over TONGBU_HUB_* variables, which win over the file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where the hub keeps its database (hub.db) and signing key (hub.key).
-    #[arg(long, global = true, default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
+    /// [default: ./tongbu-hub-data; config key data_dir]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log lines on stderr as text or JSON (one object per line). [default: text]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Which log lines: a level (error, warn, info, debug, trace) or directives such as
+    /// warn,tongbu_hub=debug. [default: info, or RUST_LOG]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<LogLevel>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,14 +61,20 @@ pub enum Command {
     /// (loopback) on the same port.
     Serve {
         /// Address to listen on (port 0 picks a free port; the READY line tells which).
-        #[arg(long, default_value = "127.0.0.1:8440")]
-        listen: String,
+        /// [default: 127.0.0.1:8440]
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<ListenAddr>,
         #[command(flatten)]
         tls: TlsArgs,
         /// Who may speak plain HTTP on the port: `loopback` (this machine only: local scripts,
-        /// a TLS-terminating proxy on the same host) or `off` (HTTPS only).
-        #[arg(long, value_enum, default_value = "loopback")]
-        plain_http: PlainHttpArg,
+        /// a TLS-terminating proxy on the same host) or `off` (HTTPS only). [default: loopback]
+        #[arg(long, value_enum)]
+        plain_http: Option<PlainHttpMode>,
+    },
+    /// The configuration file and settings.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// The hub's TLS certificate.
     Tls {
@@ -98,6 +118,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Publish a county's accepted records in an open-data format.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Run a hub with three simulated counties, each with a real agent, in one process.
     Demo {
         /// Address the hub listens on (port 0 picks a free port).
@@ -110,6 +135,14 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         interval_ms: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config file (--config FILE, TONGBU_HUB_CONFIG or /etc/tongbu/hub.toml) and the
+    /// TONGBU_HUB_* variables, and print every effective setting with where it comes from
+    /// (secrets masked); exits non-zero naming what is wrong.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,9 +178,10 @@ pub enum TokenCommand {
         /// Hours until the token expires.
         #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_HOURS)]
         ttl_hours: u32,
-        /// The certificate `serve` presents (PEM), whose fingerprint the token carries.
-        /// Default: <data-dir>/tls/cert.pem (made, with its key, if missing, as `serve` would).
-        #[arg(long, value_name = "FILE", env = "TONGBU_HUB_TLS_CERT")]
+        /// The certificate `serve` presents (PEM), whose fingerprint the token carries
+        /// (config key tls_cert). Default: the one `serve` last presented, else
+        /// <data-dir>/tls/cert.pem (made, with its key, if missing, as `serve` would).
+        #[arg(long, value_name = "FILE")]
         tls_cert: Option<PathBuf>,
     },
 }
@@ -157,8 +191,9 @@ pub enum TlsCommand {
     /// Print the SHA-256 fingerprint of the hub's certificate (64 lowercase hex digits) alone;
     /// agents pin it with `tongbu-agent enroll --cert-sha256`.
     Show {
-        /// The certificate file. Default: <data-dir>/tls/cert.pem.
-        #[arg(long, value_name = "FILE", env = "TONGBU_HUB_TLS_CERT")]
+        /// The certificate file (config key tls_cert). Default: the one `serve` last
+        /// presented, else <data-dir>/tls/cert.pem.
+        #[arg(long, value_name = "FILE")]
         tls_cert: Option<PathBuf>,
     },
 }
@@ -166,22 +201,13 @@ pub enum TlsCommand {
 /// Where `serve` gets its certificate and key.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TlsArgs {
-    /// PEM certificate chain (end-entity first) to serve HTTPS with; needs --tls-key.
-    /// Default: <data-dir>/tls/cert.pem and key.pem, a self-signed pair made on first run.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "tls_key",
-        env = "TONGBU_HUB_TLS_CERT"
-    )]
+    /// PEM certificate chain (end-entity first) to serve HTTPS with; needs tls_key (flag,
+    /// TONGBU_HUB_TLS_KEY or config file). Default: <data-dir>/tls/cert.pem and key.pem, a
+    /// self-signed pair made on first run.
+    #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
-    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "tls_cert",
-        env = "TONGBU_HUB_TLS_KEY"
-    )]
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); needs tls_cert.
+    #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// Another name (DNS name or IP address) for the self-signed certificate made on first
     /// run; repeat for more. localhost, 127.0.0.1, ::1 and this machine's name are always in.
@@ -189,19 +215,25 @@ pub struct TlsArgs {
     tls_san: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum PlainHttpArg {
-    Loopback,
-    Off,
-}
-
-impl From<PlainHttpArg> for PlainHttp {
-    fn from(p: PlainHttpArg) -> PlainHttp {
-        match p {
-            PlainHttpArg::Loopback => PlainHttp::Loopback,
-            PlainHttpArg::Off => PlainHttp::Off,
-        }
-    }
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// An OCDS 1.1 release package (JSON) of one county's accepted records of one fiscal
+    /// year, one release per budget line (see docs/FORMATS.md). Reads only: it may run beside
+    /// a serving hub.
+    Ocds {
+        /// The county (6-digit code, e.g. 430112).
+        #[arg(long)]
+        county: CountyCode,
+        /// The fiscal year.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1990..=2199))]
+        year: i32,
+        /// Write the package to this file (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The publisher's ocid prefix (registered with the Open Contracting Partnership).
+        #[arg(long, default_value = tongbu_hub::ocds::DEFAULT_OCID_PREFIX)]
+        ocid_prefix: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,27 +301,64 @@ impl From<RoleArg> for Role {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+impl Cli {
+    /// The settings given as flags, global or the command's own.
+    fn config_flags(&self) -> config::Flags {
+        let mut flags = config::Flags {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format,
+            log_level: self.log_level.clone(),
+            ..config::Flags::default()
+        };
+        match &self.command {
+            Command::Serve {
+                listen,
+                tls,
+                plain_http,
+            } => {
+                flags.listen.clone_from(listen);
+                flags.tls_cert.clone_from(&tls.tls_cert);
+                flags.tls_key.clone_from(&tls.tls_key);
+                flags.tls_san.clone_from(&tls.tls_san);
+                flags.plain_http = *plain_http;
+            }
+            Command::Token {
+                command: TokenCommand::Issue { tls_cert, .. },
+            }
+            | Command::Tls {
+                command: TlsCommand::Show { tls_cert },
+            } => flags.tls_cert.clone_from(tls_cert),
+            _ => {}
+        }
+        flags
+    }
+}
+
+/// Reads the settings (config file, `TONGBU_HUB_*` variables, flags) and starts logging to
+/// stderr as they say.
+fn load_config(cli: &Cli) -> anyhow::Result<HubConfig> {
+    let config = HubConfig::load(
+        cli.config_flags(),
+        &ProcessEnv,
+        std::path::Path::new(config::DEFAULT_CONFIG_PATH),
+    )?;
+    tongbu_settings::init_logging(config.log_format.value, &config.log_level.value)
+        .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
+    Ok(config)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let data_dir = cli.data_dir;
+    let config = load_config(&cli)?;
+    let data_dir = config.data_dir.value.clone();
     match cli.command {
-        Command::Serve {
-            listen,
-            tls,
-            plain_http,
-        } => serve(data_dir, &listen, &tls, plain_http.into()),
+        Command::Serve { .. } => serve(&config),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&config),
         Command::Tls {
-            command: TlsCommand::Show { tls_cert },
-        } => tls_show(&data_dir, tls_cert),
+            command: TlsCommand::Show { .. },
+        } => tls_show(&data_dir, config.tls_cert.value.clone()),
         Command::County {
             command: CountyCommand::Add { code, name },
         } => {
@@ -302,17 +371,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token {
-            command:
-                TokenCommand::Issue {
-                    county,
-                    ttl_hours,
-                    tls_cert,
-                },
+            command: TokenCommand::Issue {
+                county, ttl_hours, ..
+            },
         } => {
             let mut store = open_store(&data_dir)?;
+            let tls_cert = config.tls_cert.value.clone();
             let pin = match tls_cert.or_else(|| tls::serving_cert(&data_dir)) {
                 Some(path) => tls::load_cert(&path)?.fingerprint,
-                None => hub_identity(&data_dir, &[])?.cert.fingerprint,
+                None => {
+                    hub_identity(&data_dir, &config.tls_san.value)?
+                        .cert
+                        .fingerprint
+                }
             };
             let rng = SystemRandom::new();
             let issued = admin::issue_token_in(
@@ -337,17 +408,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => audit_verify(&data_dir),
+        Command::Export {
+            command:
+                ExportCommand::Ocds {
+                    county,
+                    year,
+                    out,
+                    ocid_prefix,
+                },
+        } => export_ocds(&data_dir, &county, year, out.as_deref(), ocid_prefix),
         Command::Demo {
             listen,
             fresh,
             interval_ms,
         } => {
-            // The demo keeps its own folder unless --data-dir names one.
-            let data_dir = if data_dir == std::path::Path::new(DEFAULT_DATA_DIR) {
-                PathBuf::from(DEMO_DATA_DIR)
-            } else {
-                data_dir
-            };
+            // The demo keeps its own folder unless --data-dir names one (never the data_dir of
+            // a config file or variable: that is a real hub's, and --fresh deletes the folder).
+            let data_dir = config.data_dir_from_flag().map_or_else(
+                || PathBuf::from(DEMO_DATA_DIR),
+                std::path::Path::to_path_buf,
+            );
             crate::demo::run(crate::demo::DemoOptions {
                 data_dir,
                 listen,
@@ -458,7 +538,52 @@ fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// `audit verify`: the report on stdout, progress on stderr (a line per tenth).
+/// `export ocds`: the package to `out` (written whole, then renamed into place) or stdout.
+fn export_ocds(
+    data_dir: &std::path::Path,
+    county: &CountyCode,
+    year: i32,
+    out: Option<&std::path::Path>,
+    ocid_prefix: String,
+) -> anyhow::Result<()> {
+    use tongbu_hub::ocds::{self, ExportError, ExportOptions};
+    ocds::check_prefix(&ocid_prefix).map_err(|e| anyhow::anyhow!("--ocid-prefix: {e}"))?;
+    let opts = ExportOptions {
+        ocid_prefix,
+        ..ExportOptions::default()
+    };
+    let mut store = SqliteStore::open_reader(data_dir)
+        .with_context(|| format!("cannot open the hub database in {}", data_dir.display()))?;
+    let now_ms = SystemClock.now_ms();
+    let package =
+        tongbu_hub::store::read(&mut store, |r| ocds::build(r, county, year, &opts, now_ms))?;
+    let releases = package.releases.len();
+    let mut json =
+        serde_json::to_vec_pretty(&package).map_err(|e| ExportError::Internal(e.to_string()))?;
+    json.push(b'\n');
+    match out {
+        Some(path) => {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &json)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "wrote {releases} release(s) of county {county}, fiscal year {year}, to {}",
+                path.display()
+            );
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&json)
+                .and_then(|()| stdout.flush())
+                .context("cannot write to stdout")?;
+        }
+    }
+    Ok(())
+}
+
+/// `audit verify`: the report on stdout, progress on stderr (`tongbu_shared::progress`).
 fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let key = keys::load(data_dir)
         .with_context(|| format!("cannot read the hub key in {}", data_dir.display()))?;
@@ -467,14 +592,7 @@ fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<()> {
     eprintln!("audit: checking the database file (integrity_check)");
     store.check_integrity(true)?;
     let started = std::time::Instant::now();
-    let mut shown = 0;
-    let report = audit::verify(&mut store, &key.public_key(), &mut |p| {
-        let tenth = (p.done * 10).checked_div(p.total).unwrap_or(10);
-        if tenth > shown || p.done == p.total {
-            shown = tenth;
-            eprintln!("audit: {} of {} envelopes checked", p.done, p.total);
-        }
-    })?;
+    let report = audit::verify_reporting(&mut store, &key.public_key())?;
     let mut out = std::io::stdout().lock();
     let root = report.root.map_or_else(|| "-".to_owned(), |r| r.to_hex());
     writeln!(
@@ -570,12 +688,12 @@ fn tls_show(data_dir: &std::path::Path, cert: Option<PathBuf>) -> anyhow::Result
     Ok(())
 }
 
-fn serve(
-    data_dir: PathBuf,
-    listen: &str,
-    tls_args: &TlsArgs,
-    plain: PlainHttp,
-) -> anyhow::Result<()> {
+fn serve(settings: &HubConfig) -> anyhow::Result<()> {
+    let data_dir = settings.data_dir.value.clone();
+    let listen = settings.listen.value.as_str().to_owned();
+    let tls_pair = settings.tls_pair()?;
+    let tls_san = settings.tls_san.value.clone();
+    let plain = PlainHttp::from(settings.plain_http.value);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -583,25 +701,25 @@ fn serve(
     runtime.block_on(async move {
         let hub = Hub::open(&data_dir, Arc::new(SystemClock))
             .with_context(|| format!("cannot open the hub in {}", data_dir.display()))?;
-        let identity = match (&tls_args.tls_cert, &tls_args.tls_key) {
-            (Some(cert), Some(key)) => {
-                if !tls_args.tls_san.is_empty() {
-                    tracing::warn!("--tls-san names only a generated certificate; it is ignored with --tls-cert");
+        let identity = match tls_pair {
+            Some((cert, key)) => {
+                if !tls_san.is_empty() {
+                    tracing::warn!("tls_san names only a generated certificate; it is ignored with tls_cert");
                 }
                 let identity = tls::load(&tls::TlsFiles {
                     cert: cert.clone(),
-                    key: key.clone(),
+                    key,
                 })?;
-                tls::record_serving(&data_dir, Some(cert))?;
+                tls::record_serving(&data_dir, Some(&cert))?;
                 identity
             }
-            _ => {
+            None => {
                 tls::record_serving(&data_dir, None)?;
-                hub_identity(&data_dir, &tls_args.tls_san)?
+                hub_identity(&data_dir, &tls_san)?
             }
         };
         let config = identity.server_config()?;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listener = tokio::net::TcpListener::bind(listen.as_str())
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener
@@ -637,10 +755,11 @@ fn serve(
             token_pin: Some(identity.cert.fingerprint),
             ..ConsoleConfig::default()
         };
+        let shutdown = crate::notify::serving(&hub, addr, shutdown_signal());
         tongbu_hub::serve_hub_over(
             hub,
             listener,
-            shutdown_signal(),
+            shutdown,
             tongbu_hub::DEFAULT_EXPIRE_EVERY,
             console,
             Transport::Tls { config, plain },
@@ -650,6 +769,43 @@ fn serve(
         tracing::info!("hub stopped");
         Ok(())
     })
+}
+
+/// `config check`: every effective setting with its source, as TOML, secrets masked. The
+/// settings were parsed when they were loaded; what is left to check is what `serve` would
+/// refuse: half a certificate pair, or files it cannot read.
+fn config_check(settings: &HubConfig) -> anyhow::Result<()> {
+    if let Some((cert, key)) = settings.tls_pair()? {
+        tls::load(&tls::TlsFiles { cert, key }).with_context(|| {
+            format!(
+                "tls_cert ({}) and tls_key ({}) cannot be served",
+                settings.tls_cert.source, settings.tls_key.source
+            )
+        })?;
+    }
+    warn_unknown_vars(&settings.entries());
+    let report = tongbu_settings::render(
+        "tongbu-hub",
+        settings.file.as_ref(),
+        std::path::Path::new(config::DEFAULT_CONFIG_PATH),
+        &settings.entries(),
+    );
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+/// Warns on stderr about `TONGBU_HUB_*` variables that name no setting (most likely misspelt).
+fn warn_unknown_vars(entries: &[tongbu_settings::Entry]) {
+    let keys: Vec<&str> = entries.iter().map(|e| e.key).collect();
+    let names = ProcessEnv.names();
+    for var in tongbu_settings::unknown_vars("TONGBU_HUB_", &keys, names) {
+        eprintln!(
+            "warning: {var} names no setting and is ignored (the settings: {})",
+            keys.join(", ")
+        );
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT.
@@ -775,7 +931,7 @@ mod tests {
             ],
         ] {
             let cli = Cli::try_parse_from(&args).unwrap();
-            assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"), "{args:?}");
+            assert_eq!(cli.data_dir, Some(PathBuf::from("/tmp/x")), "{args:?}");
         }
         assert!(
             Cli::try_parse_from(["tongbu-hub", "county", "add", "--code", "12", "--name", "x"])
@@ -784,23 +940,22 @@ mod tests {
         assert!(Cli::try_parse_from(["tongbu-hub", "apikey", "create", "--role", "root"]).is_err());
     }
 
+    /// The settings `serve` is given as flags, layered with nothing else.
+    fn serve_settings(extra: &[&str]) -> Result<HubConfig, String> {
+        let mut args = vec!["tongbu-hub", "serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        let no_env = |_: &str| None;
+        HubConfig::layer(cli.config_flags(), &no_env, None).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn serve_takes_a_certificate_and_key_together_and_a_plain_http_policy() {
-        let serve = |extra: &[&str]| {
-            let mut args = vec!["tongbu-hub", "serve", "--listen", "127.0.0.1:0"];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args)
-        };
-        match serve(&[]).unwrap().command {
-            Command::Serve {
-                tls, plain_http, ..
-            } => {
-                assert!(tls.tls_cert.is_none() && tls.tls_key.is_none());
-                assert!(matches!(plain_http, PlainHttpArg::Loopback));
-            }
-            other => panic!("{other:?}"),
-        }
-        let both = serve(&[
+        let plain = serve_settings(&[]).unwrap();
+        assert_eq!(plain.tls_pair().unwrap(), None);
+        assert_eq!(plain.plain_http.value, PlainHttpMode::Loopback);
+        assert_eq!(plain.listen.value.as_str(), "127.0.0.1:0");
+        let both = serve_settings(&[
             "--tls-cert",
             "c.pem",
             "--tls-key",
@@ -813,25 +968,64 @@ mod tests {
             "10.0.0.8",
         ])
         .unwrap();
-        match both.command {
-            Command::Serve {
-                tls, plain_http, ..
-            } => {
-                assert_eq!(tls.tls_cert, Some(PathBuf::from("c.pem")));
-                assert_eq!(tls.tls_key, Some(PathBuf::from("k.pem")));
-                assert_eq!(tls.tls_san, ["hub.example.cn", "10.0.0.8"]);
-                assert!(matches!(plain_http, PlainHttpArg::Off));
+        assert_eq!(
+            both.tls_pair().unwrap(),
+            Some((PathBuf::from("c.pem"), PathBuf::from("k.pem")))
+        );
+        assert_eq!(both.tls_san.value, ["hub.example.cn", "10.0.0.8"]);
+        assert_eq!(both.plain_http.value, PlainHttpMode::Off);
+        let cert_only = serve_settings(&["--tls-cert", "c.pem"]).unwrap();
+        assert!(cert_only.tls_pair().is_err(), "a cert without its key");
+        let key_only = serve_settings(&["--tls-key", "k.pem"]).unwrap();
+        assert!(key_only.tls_pair().is_err(), "a key without its cert");
+        assert!(serve_settings(&["--plain-http", "everyone"]).is_err());
+        assert!(serve_settings(&["--listen", "8440"]).is_err());
+    }
+
+    #[test]
+    fn global_settings_flags_go_anywhere_and_token_issue_and_tls_show_name_a_certificate() {
+        let cli = Cli::try_parse_from([
+            "tongbu-hub",
+            "config",
+            "check",
+            "--config",
+            "/tmp/hub.toml",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn,tongbu_hub=debug",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Config {
+                command: ConfigCommand::Check
             }
-            other => panic!("{other:?}"),
+        ));
+        let flags = cli.config_flags();
+        assert_eq!(flags.config, Some(PathBuf::from("/tmp/hub.toml")));
+        assert_eq!(flags.log_format, Some(LogFormat::Json));
+        assert_eq!(
+            flags.log_level.map(|l| l.to_string()).as_deref(),
+            Some("warn,tongbu_hub=debug")
+        );
+        assert!(Cli::try_parse_from(["tongbu-hub", "--log-format", "xml", "agents"]).is_err());
+        assert!(Cli::try_parse_from(["tongbu-hub", "--log-level", "loud", "agents"]).is_err());
+        for args in [
+            [
+                "tongbu-hub",
+                "token",
+                "issue",
+                "--county",
+                "430112",
+                "--tls-cert",
+                "c.pem",
+            ]
+            .as_slice(),
+            ["tongbu-hub", "tls", "show", "--tls-cert", "c.pem"].as_slice(),
+        ] {
+            let flags = Cli::try_parse_from(args).unwrap().config_flags();
+            assert_eq!(flags.tls_cert, Some(PathBuf::from("c.pem")), "{args:?}");
         }
-        assert!(
-            serve(&["--tls-cert", "c.pem"]).is_err(),
-            "a cert without its key"
-        );
-        assert!(
-            serve(&["--tls-key", "k.pem"]).is_err(),
-            "a key without its cert"
-        );
-        assert!(serve(&["--plain-http", "everyone"]).is_err());
     }
 }

@@ -235,7 +235,7 @@ impl Hub {
         batch: BatchRequest,
     ) -> Result<Signed<Receipt>, IngestError> {
         let metrics = &self.inner.metrics;
-        metrics.batch_received(batch.envelopes.len());
+        let _timer = metrics.batch_received(batch.envelopes.len());
         let now = self.now_ms();
         let contact = Contact::with_heartbeat(now, &batch.heartbeat);
         let cursor = batch.heartbeat.outcome_cursor;
@@ -483,14 +483,16 @@ impl Hub {
 
     /// The Prometheus exposition text.
     pub async fn metrics_text(&self) -> Result<String, StoreError> {
+        let now = self.now_ms();
         let gauges = self
             .db()
-            .read(|r| {
-                Ok::<_, StoreError>(Gauges {
-                    agents: r.agent_state_counts()?,
-                    policy_version: r.current_policy_version()?,
-                    held: r.held_count()?,
-                })
+            .read(move |r| {
+                Ok::<_, StoreError>(Gauges::from_agents(
+                    &r.agents()?,
+                    now,
+                    r.current_policy_version()?,
+                    r.held_count()?,
+                ))
             })
             .await?;
         Ok(self.inner.metrics.render(&gauges))

@@ -18,6 +18,7 @@
 //! - [`http`]: the axum routes and the accept loop (HTTPS and loopback plain HTTP on one port);
 //!   [`tls`]: the hub's certificate and key (a self-signed pair on first run); [`keys`]: the
 //!   hub's signing key; [`clock`]: injected time; [`metrics`]: Prometheus counters.
+//! - [`ocds`]: a county's accepted records of a year as an OCDS 1.1 release package (open data).
 //!
 //! Architecture invariants: only `http` knows HTTP; only `store::sqlite` and `migrations/`
 //! know SQL; the rules live in the shared crate and the hub only stores what they decide;
@@ -41,6 +42,7 @@ pub mod keys;
 pub mod ledger;
 pub mod log;
 pub mod metrics;
+pub mod ocds;
 pub mod policy;
 pub mod replay;
 pub mod rotate;

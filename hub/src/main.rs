@@ -1,7 +1,9 @@
 //! The `tongbu-hub` binary: parses the command line and hands it to [`cli::run`].
 
 mod cli;
+mod config;
 mod demo;
+mod notify;
 
 use std::process::ExitCode;
 
@@ -9,7 +11,6 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,5 +1,6 @@
 //! `tongbu-shared`: what the county agent and the provincial hub must agree on, byte for byte.
-//! This crate does no I/O and reads no clock; time and randomness come in as arguments.
+//! This crate does no I/O and reads no clock (save `progress`, which reports on stderr); time and
+//! randomness come in as arguments.
 //!
 //! Layout:
 //! - [`money`]: `Fen`, integer money with checked arithmetic;
@@ -15,6 +16,10 @@
 //! - [`policy`]: catalogue, negative list and rule settings; signed policy bundles;
 //! - [`protocol`]: the v1 wire types, paths and error codes;
 //! - [`rules`]: the in-step rules and the ledger engine (generic over its storage);
+//! - [`progress`]: progress of long work on stderr (a bar on a terminal, plain lines elsewhere);
+//!   the one module that writes, and only to what it is given or to stderr;
+//! - [`yuan`]: amounts written in yuan or 万元 as decimal text ↔ whole fen, exactly;
+//! - [`schema`]: the JSON Schema of the v1 record, as the hub publishes it;
 //! - [`sample`]: deterministic realistic records for the demo and tests.
 
 pub mod certpin;
@@ -28,12 +33,15 @@ pub mod input;
 pub mod merkle;
 pub mod money;
 pub mod policy;
+pub mod progress;
 pub mod protocol;
 pub mod record;
 pub mod rules;
 pub mod sample;
+pub mod schema;
 pub mod signed;
 pub mod uscc;
+pub mod yuan;
 
 pub use crypto::{Digest, KeyPair, PublicKey, Signature};
 pub use date::Date;

@@ -14,6 +14,8 @@
 //! | `GET /api/v1/records/{agent}/{seq}` | bearer API key | the stored envelope and verdict |
 //! | `GET /api/v1/ledger?county=C&year=Y` | bearer API key | a county's totals for a year |
 //! | `GET /api/v1/violations?county=C[&year=Y][&rule=R][&limit=N]` | bearer API key | violations |
+//! | `GET /api/v1/ocds?county=C&year=Y[&ocid_prefix=P]` | bearer API key | OCDS 1.1 release package ([`crate::ocds`]) |
+//! | `GET /api/v1/schema/record` | none | the JSON Schema of the v1 record (public documentation) |
 //! | `GET /api/v1/openapi.json` | none | the OpenAPI 3.1 document of these routes ([`openapi`]) |
 //! | `GET /healthz`, `GET /metrics` | none | status, Prometheus text |
 
@@ -76,7 +78,9 @@ pub fn app_with(hub: Hub, console: ConsoleConfig) -> Router {
     }
     router
         .fallback(not_found)
-        .layer(TraceLayer::new_for_http())
+        // Request spans only: an error reply is logged once, by `AppError`, with its cause;
+        // the layer's own failure line would repeat it without one.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(hub)
 }
 
@@ -135,6 +139,8 @@ pub(crate) fn api_routes() -> Vec<ApiRoute> {
         api_route(Get, POLICY_PATH, policy),
         api_route(Get, "/api/v1/ledger", ledger),
         api_route(Get, "/api/v1/violations", violations),
+        api_route(Get, "/api/v1/ocds", ocds),
+        api_route(Get, RECORD_SCHEMA_PATH, record_schema),
         api_route(Get, openapi::OPENAPI_PATH, openapi::openapi),
         api_route(Get, "/healthz", healthz),
         api_route(Get, "/metrics", metrics),
@@ -656,16 +662,48 @@ async fn healthz(State(hub): State<Hub>) -> ApiResult<Response> {
     }
 }
 
+/// Where the JSON Schema of the v1 record is served.
+pub const RECORD_SCHEMA_PATH: &str = "/api/v1/schema/record";
+
+/// `GET /api/v1/ocds`: a county's accepted records of a year as an OCDS 1.1 release package.
+async fn ocds(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    use crate::ocds::{ExportError, ExportOptions, check_prefix, export_json};
+    require_api_key(&hub, &headers).await?;
+    let params = Params::new(query, &["county", "year", "ocid_prefix"])?;
+    let county = params.county("county")?;
+    let year = Params::year(params.required("year")?, "year")?;
+    let mut opts = ExportOptions::default();
+    if let Some(prefix) = params.get("ocid_prefix") {
+        check_prefix(prefix).map_err(|e| bad_param("ocid_prefix", e))?;
+        opts.ocid_prefix = prefix.to_owned();
+    }
+    let json = export_json(&hub, county, year, opts)
+        .await
+        .map_err(|e| match e {
+            ExportError::UnknownCounty(_) => AppError::new(ErrorCode::UnknownCounty, e.to_string()),
+            ExportError::Nothing { .. } => AppError::new(ErrorCode::NotFound, e.to_string()),
+            ExportError::Store(e) => AppError::from(e),
+            ExportError::Internal(e) => AppError::from(crate::store::StoreError::Backend(e)),
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// `GET /api/v1/schema/record`: public documentation, like the OpenAPI document.
+async fn record_schema() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/schema+json")],
+        tongbu_shared::schema::RECORD_SCHEMA_V1,
+    )
+        .into_response()
+}
+
 async fn metrics(State(hub): State<Hub>) -> ApiResult<Response> {
     let text = hub.metrics_text().await?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 async fn not_found(uri: Uri) -> AppError {

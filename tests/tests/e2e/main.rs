@@ -4,8 +4,10 @@
 
 mod demo;
 mod enrollment;
+mod formats;
 mod input;
 mod ledger;
 mod log;
+mod metrics;
 mod sync;
 mod tamper;
