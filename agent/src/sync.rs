@@ -183,6 +183,9 @@ pub struct SyncSummary {
     pub problem: Option<String>,
 }
 
+/// The least time between the end of a sync round and the start of one that new intake woke.
+pub const STREAM_LINGER: Duration = Duration::from_millis(50);
+
 /// Batches in flight at once while catching up: the hub checks the signatures of one while
 /// it writes the other.
 const PIPELINE_DEPTH: usize = 2;
@@ -385,6 +388,8 @@ impl Syncer {
         let mut report = RoundReport::default();
         let mut resyncs = 0u32;
         let mut update_rounds = 0u32;
+        // Whether the round already ended once with a checkpoint it could not prove.
+        let mut confirmed = false;
         let mut flights = Flights::default();
         'round: loop {
             flights.abort();
@@ -477,6 +482,12 @@ impl Syncer {
                 // Checked against the checkpoint trusted now: a receipt for a batch sent
                 // before the last receipt came back proves consistency from an older size,
                 // and is then only checked for inclusion (see `checkpoint::check`).
+                let unproven = match (&receipt.log, plan.log) {
+                    (Some(proof), Some(held)) => {
+                        held.tree_size > 0 && proof.consistency_from != held.tree_size
+                    }
+                    _ => false,
+                };
                 let log = self.check_log(&receipt, plan.log)?;
                 if let Some(update) = &log {
                     plan.log = update.trusted;
@@ -508,6 +519,12 @@ impl Syncer {
                 if acked >= plan.head.seq {
                     if more_updates && update_rounds < MAX_UPDATE_ROUNDS_PER_STEP {
                         update_rounds += 1;
+                        continue 'round;
+                    }
+                    if unproven && !std::mem::replace(&mut confirmed, true) {
+                        // The last receipt came back to a batch sent before the one ahead of
+                        // it was answered: one more (empty) batch asks for the proof from the
+                        // checkpoint trusted now, so the round ends trusting the hub's latest.
                         continue 'round;
                     }
                     let duration = started.elapsed();
@@ -828,6 +845,7 @@ pub async fn run_until_stopped<S: SyncStep>(
             () = &mut shutdown => return,
             r = step.sync_once() => r,
         };
+        let round_ended = Instant::now();
         let (delay, wakeable) = match result {
             Ok(summary) => {
                 backoff.reset();
@@ -869,7 +887,16 @@ pub async fn run_until_stopped<S: SyncStep>(
             biased;
             () = &mut shutdown => return,
             () = tokio::time::sleep(delay) => {}
-            () = wake.notified(), if wakeable => {}
+            () = wake.notified(), if wakeable => {
+                // Records that keep arriving go in batches, not one round (and one receipt,
+                // with its signature checks and fsync) each: a round right after the last
+                // one waits until `STREAM_LINGER` has passed since it ended.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep_until(round_ended + STREAM_LINGER) => {}
+                }
+            }
         }
     }
 }
@@ -1034,10 +1061,16 @@ mod tests {
         // After the success, the heartbeat interval.
         assert_eq!(gaps[6], OPTS.heartbeat);
 
-        // A wake-up runs the next step at once.
+        // A wake-up right after a round waits until the linger has passed since it ended
+        // (records that keep arriving go in batches) ...
         wake.notify_one();
         let woken = calls.recv().await.unwrap();
-        assert_eq!(woken, times[7]);
+        assert_eq!(woken, times[7] + STREAM_LINGER);
+        // ... and one that comes later runs the next round at once.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let later = Instant::now();
+        wake.notify_one();
+        assert_eq!(calls.recv().await.unwrap(), later);
 
         // Shutdown ends the loop without another step, even mid-wait.
         stop_tx.send(()).unwrap();

@@ -66,6 +66,31 @@ fn an_operator_reads_every_page_but_cannot_change_anything() {
         .unwrap();
     assert_read_only(&browser, "trace");
 
+    // The agents page shows what each agent's own `status` says (both synced, so the hub's
+    // view and the agent's agree on every figure).
+    nav(&browser, "/console/agents", "#page-agents");
+    for agent in &world.agents {
+        let status = agent.status().unwrap();
+        let cells: Vec<String> = browser
+            .find_all(&format!("#agent-{} td", agent.agent_id))
+            .unwrap()
+            .iter()
+            .map(|c| c.text().unwrap().trim().to_owned())
+            .collect();
+        let (acked, head) = (&status["acked_seq"], &status["head_seq"]);
+        let lag = head.as_u64().unwrap() - acked.as_u64().unwrap();
+        assert_eq!(cells[0], agent.agent_id);
+        assert_eq!(cells[4], acked.to_string(), "acked: {cells:?} vs {status}");
+        assert_eq!(cells[5], head.to_string(), "head: {cells:?} vs {status}");
+        assert_eq!(cells[6], lag.to_string(), "lag: {cells:?} vs {status}");
+        assert_eq!(
+            cells[7],
+            status["queue_depth"].to_string(),
+            "queue: {cells:?} vs {status}"
+        );
+        assert_eq!(cells[9], status["last_error"].as_str().unwrap_or(""));
+    }
+
     // The operator's violations table has no review column.
     nav(&browser, "/console/violations", "#page-violations");
     let violation = browser
