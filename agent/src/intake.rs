@@ -784,13 +784,22 @@ fn record_lines(input: &[u8]) -> Vec<usize> {
             .map_while(Result::ok)
             .collect()
     };
+    // One pass over the input: the records come in order, so each count goes on from the
+    // last (counting from the start for each would be quadratic in the file's size).
+    let (mut line, mut counted) = (1, 0);
     raws.iter()
         .map(|raw| {
-            let offset = (raw.get().as_ptr() as usize).saturating_sub(input.as_ptr() as usize);
-            1 + input[..offset.min(input.len())]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
+            let offset = (raw.get().as_ptr() as usize)
+                .saturating_sub(input.as_ptr() as usize)
+                .min(input.len());
+            if offset > counted {
+                line += input[counted..offset]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                counted = offset;
+            }
+            line
         })
         .collect()
 }
@@ -798,6 +807,14 @@ fn record_lines(input: &[u8]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_lines_name_the_line_each_record_starts_on() {
+        let lines = b"{\"a\":1}\n\n{\"b\":2}\r\n{\"c\":\n3}\n{\"d\":4}";
+        assert_eq!(record_lines(lines), [1, 3, 4, 6]);
+        let array = b"\xEF\xBB\xBF[\n{\"a\":1},\n\n{\"b\":2}]";
+        assert_eq!(record_lines(array), [2, 4]);
+    }
     use crate::outbox::tests::{agent, body, key};
 
     fn enrolled_outbox(dir: &tempfile::TempDir) -> Outbox {

@@ -43,6 +43,39 @@ const MIGRATIONS: &[&str] = &[
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// SQLite's busy handler for every outbox connection: waits for another connection's write
+/// lock in short steps, up to [`BUSY_TIMEOUT`] in all. The intake's and the sync loop's
+/// connections take turns writing many times a second; SQLite's own timeout handler sleeps 1,
+/// 2, 5, 10 … ms, which stalls a group commit (and the 16 submitters waiting on it) far longer
+/// than the transaction it waits for takes.
+fn wait_for_the_write_lock(attempts: i32) -> bool {
+    match busy_step(attempts) {
+        Some(step) => {
+            std::thread::sleep(step);
+            true
+        }
+        None => false,
+    }
+}
+
+/// How long to wait before asking for the write lock again after `attempts` tries: 50 µs
+/// steps for the first millisecond, then 1 ms steps; `None` once [`BUSY_TIMEOUT`] has passed.
+fn busy_step(attempts: i32) -> Option<Duration> {
+    const SHORT_STEPS: u32 = 20;
+    const SHORT: Duration = Duration::from_micros(50);
+    const LONG: Duration = Duration::from_millis(1);
+    let n = u32::try_from(attempts).unwrap_or(0);
+    let waited = if n < SHORT_STEPS {
+        SHORT * n
+    } else {
+        SHORT * SHORT_STEPS + LONG * (n - SHORT_STEPS)
+    };
+    if waited >= BUSY_TIMEOUT {
+        return None;
+    }
+    Some(if n < SHORT_STEPS { SHORT } else { LONG })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("cannot open the outbox {}: {cause}", path.display())]
@@ -495,7 +528,8 @@ impl Outbox {
             cause,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.busy_handler(Some(wait_for_the_write_lock))
+            .map_err(open_err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(open_err)?;
@@ -1271,6 +1305,21 @@ impl SharedOutbox {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_wait_for_the_write_lock_is_short_steps_then_gives_up_after_the_timeout() {
+        assert_eq!(busy_step(0), Some(Duration::from_micros(50)));
+        assert_eq!(busy_step(19), Some(Duration::from_micros(50)));
+        assert_eq!(busy_step(20), Some(Duration::from_millis(1)));
+        let steps: Vec<Duration> = (0..).map_while(busy_step).collect();
+        let total: Duration = steps.iter().sum();
+        assert!(
+            total >= BUSY_TIMEOUT - Duration::from_millis(1),
+            "{total:?}"
+        );
+        assert!(total <= BUSY_TIMEOUT, "{total:?}");
+        assert_eq!(busy_step(i32::MAX), None);
+    }
     use proptest::prelude::*;
     use tongbu_shared::envelope::verify_run;
     use tongbu_shared::protocol::Outcome;

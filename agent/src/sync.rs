@@ -189,6 +189,8 @@ pub const STREAM_LINGER: Duration = Duration::from_millis(50);
 /// Batches in flight at once while catching up: the hub checks the signatures of one while
 /// it writes the other.
 const PIPELINE_DEPTH: usize = 2;
+/// Receipts in a row after which a step that follows a failed one sends two batches at once.
+const PIPELINE_AFTER: u32 = 4;
 
 /// A batch sent and not yet answered.
 struct Flight {
@@ -258,6 +260,10 @@ pub struct Syncer {
     hub_policy_version: Option<u64>,
     /// Pull the policy at the next step whatever the versions say.
     policy_due: bool,
+    /// The last step failed: the next one sends one batch at a time until it has had
+    /// [`PIPELINE_AFTER`] receipts in a row (two requests in flight need two connections, and
+    /// a link that drops connections should not cost more than one batch a step).
+    failed_last: bool,
 }
 
 /// What is to be sent next.
@@ -294,6 +300,7 @@ impl Syncer {
             need_watermark: true,
             hub_policy_version: None,
             policy_due: false,
+            failed_last: false,
         })
     }
 
@@ -354,6 +361,7 @@ impl Syncer {
                 ..summary
             });
         let now = self.clock.now_ms();
+        self.failed_last = result.is_err();
         let noted = match &result {
             Ok(_) => {
                 self.outbox
@@ -390,6 +398,9 @@ impl Syncer {
         let mut update_rounds = 0u32;
         // Whether the round already ended once with a checkpoint it could not prove.
         let mut confirmed = false;
+        // Receipts in a row in this step, and how many batches may be in flight.
+        let mut streak = 0u32;
+        let mut depth = if self.failed_last { 1 } else { PIPELINE_DEPTH };
         let mut flights = Flights::default();
         'round: loop {
             flights.abort();
@@ -413,7 +424,7 @@ impl Syncer {
             let mut can_fill = true;
             while let Some((tail_seq, tail_hash)) = flights.tail() {
                 // Keep the next batch in flight while this one is answered.
-                if can_fill && flights.len() < PIPELINE_DEPTH && tail_seq < plan.head.seq {
+                if can_fill && flights.len() < depth && tail_seq < plan.head.seq {
                     let agent = self.creds.agent.clone();
                     let limit = self.batch_size;
                     let next = self
@@ -512,6 +523,10 @@ impl Syncer {
                 sent += count;
                 // Resyncs are counted between two receipts that moved the chain on.
                 resyncs = 0;
+                streak += 1;
+                if streak >= PIPELINE_AFTER {
+                    depth = PIPELINE_DEPTH;
+                }
                 if self.need_watermark {
                     // The log check found the hub lost history: read its watermark again.
                     continue 'round;
