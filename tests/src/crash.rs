@@ -10,13 +10,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::{Agent, DEADLINE, Hub, StoredRow, bins, stored_rows};
+use crate::{Agent, DEADLINE, Hub, StoredRow, agent_command, stored_rows};
 
 /// The environment variable with the number of agent kills (the hub gets half as many, at
 /// least 100): `TONGBU_CRASH_KILLS=1000` is the long mode.
@@ -312,7 +312,7 @@ impl CliSubmit {
     pub fn start(agent: &Agent, lines: &[String], n: u64) -> Result<CliSubmit> {
         let file = agent.data_dir().join(format!("crash-submit-{n}.jsonl"));
         std::fs::write(&file, jsonl(lines))?;
-        let child = Command::new(&bins().agent)
+        let child = agent_command()
             .arg("submit")
             .arg(&file)
             .arg("--data-dir")
@@ -379,7 +379,7 @@ pub fn spawn_agent_unready(agent: &Agent) -> Result<Child> {
         .create(true)
         .append(true)
         .open(agent.data_dir().join("agent.log"))?;
-    Command::new(&bins().agent)
+    agent_command()
         .args(["run", "--data-dir"])
         .arg(agent.data_dir())
         .args(["--listen", "127.0.0.1:0", "--retry-min-ms", "50"])

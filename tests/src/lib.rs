@@ -43,6 +43,23 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_dir().join("target"))
 }
 
+/// A `tongbu-hub` command that reads no configuration file but what the test gives it: an
+/// installed `/etc/tongbu/hub.toml` on the machine must not change what the tests see (an
+/// empty file: every setting from flags, variables or defaults).
+pub fn hub_command() -> Command {
+    let mut cmd = Command::new(&bins().hub);
+    cmd.env("TONGBU_HUB_CONFIG", "/dev/null");
+    cmd
+}
+
+/// A `tongbu-agent` command that reads no configuration file but what the test gives it (see
+/// [`hub_command`]).
+pub fn agent_command() -> Command {
+    let mut cmd = Command::new(&bins().agent);
+    cmd.env("TONGBU_AGENT_CONFIG", "/dev/null");
+    cmd
+}
+
 /// Builds both binaries once per test process and returns their paths.
 ///
 /// They are built into a target directory of their own (`target/e2e`): a test run unifies
@@ -169,7 +186,7 @@ impl Hub {
     }
 
     fn launch(&mut self) -> Result<()> {
-        let mut cmd = Command::new(&bins().hub);
+        let mut cmd = hub_command();
         let listen = format!("127.0.0.1:{}", self.port);
         cmd.args(["serve", "--data-dir"])
             .arg(self.dir.path())
@@ -221,14 +238,14 @@ impl Hub {
 
     /// Runs a hub CLI command against this hub's data directory.
     pub fn cli(&self, args: &[&str]) -> Cli {
-        let mut cmd = Command::new(&bins().hub);
+        let mut cmd = hub_command();
         cmd.args(args).arg("--data-dir").arg(self.dir.path());
         run_output(cmd, None).expect("run tongbu-hub").into()
     }
 
     /// Runs a hub CLI command with `stdin` as its standard input.
     pub fn cli_with_input(&self, args: &[&str], stdin: &[u8]) -> Cli {
-        let mut cmd = Command::new(&bins().hub);
+        let mut cmd = hub_command();
         cmd.args(args).arg("--data-dir").arg(self.dir.path());
         run_output(cmd, Some(stdin)).expect("run tongbu-hub").into()
     }
@@ -421,7 +438,7 @@ impl Agent {
     }
 
     pub fn cli_with_input(&self, args: &[&str], stdin: Option<&[u8]>) -> Cli {
-        let mut cmd = Command::new(&bins().agent);
+        let mut cmd = agent_command();
         cmd.args(args).arg("--data-dir").arg(self.dir.path());
         run_output(cmd, stdin).expect("run tongbu-agent").into()
     }
@@ -461,7 +478,7 @@ impl Agent {
 
     /// Starts `tongbu-agent run` with quick retries and `extra` arguments.
     pub fn start_with(&mut self, extra: &[&str]) -> Result<()> {
-        let mut cmd = Command::new(&bins().agent);
+        let mut cmd = agent_command();
         cmd.args(["run", "--data-dir"]).arg(self.dir.path()).args([
             "--listen",
             "127.0.0.1:0",
@@ -539,7 +556,7 @@ pub struct Demo {
 impl Demo {
     /// Starts the demo on 127.0.0.1:0 with quick feeders; `dir` may hold an earlier demo.
     pub fn start(dir: &Path) -> Result<Demo> {
-        let mut cmd = Command::new(&bins().hub);
+        let mut cmd = hub_command();
         cmd.args([
             "demo",
             "--listen",
