@@ -327,6 +327,16 @@ impl Hub {
         Ok(v["agents"].as_array().cloned().unwrap_or_default())
     }
 
+    /// `GET /api/v1/ledger` for one county and year.
+    pub fn ledger(&self, county: &str, year: i32) -> Result<Value> {
+        let path = format!("/api/v1/ledger?county={county}&year={year}");
+        let (status, v) = self.get(&path)?;
+        if status != 200 {
+            bail!("GET {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
     pub fn agent_row(&self, agent_id: &str) -> Result<Option<Value>> {
         Ok(self
             .agents()?
@@ -435,6 +445,11 @@ impl Agent {
 
     pub fn cli(&self, args: &[&str]) -> Cli {
         self.cli_with_input(args, None)
+    }
+
+    /// `sync --once`, which must succeed.
+    pub fn sync_once(&self) {
+        self.cli(&["sync", "--once"]).expect_ok("sync --once");
     }
 
     pub fn cli_with_input(&self, args: &[&str], stdin: Option<&[u8]>) -> Cli {

@@ -34,36 +34,7 @@ use tongbu_shared::record::Kind;
 use tongbu_shared::yuan::Unit;
 
 /// Fields every kind has.
-pub const COMMON_FIELDS: &[&str] = &["kind", "id", "rev", "county", "cancelled"];
-
-/// The fields of a kind besides [`COMMON_FIELDS`], as the v1 record model lists them.
-pub fn kind_fields(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::BudgetLine => &[
-            "department",
-            "fiscal_year",
-            "catalogue_code",
-            "amount_fen",
-            "stage",
-            "approved_on",
-            "title",
-        ],
-        Kind::Contract => &[
-            "budget_line_id",
-            "supplier_uscc",
-            "supplier_name",
-            "method",
-            "catalogue_code",
-            "amount_fen",
-            "signed_on",
-            "title",
-            "service_from",
-            "service_to",
-        ],
-        Kind::Payment => &["contract_id", "amount_fen", "paid_on", "voucher_no", "note"],
-        Kind::Evaluation => &["contract_id", "evaluator", "score", "grade", "evaluated_on"],
-    }
-}
+pub use tongbu_shared::record::COMMON_FIELDS;
 
 /// How a field's cells are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +120,7 @@ struct MappingFile {
 fn field_name(name: &str) -> Option<&'static str> {
     COMMON_FIELDS
         .iter()
-        .chain(Kind::ALL.iter().flat_map(|k| kind_fields(*k).iter()))
+        .chain(Kind::ALL.iter().flat_map(|k| k.field_names().iter()))
         .find(|f| **f == name)
         .copied()
 }
@@ -289,7 +260,7 @@ pub fn builtin_targets(header: &str, kind: Kind) -> Option<(Target, Certainty)> 
     if AMOUNT_NAMES.contains(&base) {
         return Some((Target::amount(unit), Certainty::Generic));
     }
-    let fields = kind_fields(kind);
+    let fields = kind.field_names();
     if let Some(field) = COMMON_FIELDS
         .iter()
         .chain(fields.iter())

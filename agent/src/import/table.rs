@@ -20,7 +20,7 @@ use tongbu_shared::record::{Kind, Record};
 
 use super::mapping::{
     COMMON_FIELDS, Certainty, ColumnRule, FieldType, Mapping, Target, builtin_targets, field_type,
-    kind_fields, normalize,
+    normalize,
 };
 use super::values::{self, Cell};
 use super::{Converted, ImportError, Problems, RowProblem};
@@ -164,7 +164,7 @@ fn find_column(
 /// The columns that give the fields of `kind`; an error if two give one field equally well.
 fn columns_for(table: &Table, mapping: &Mapping, kind: Kind) -> Result<Columns, String> {
     let mut found: BTreeMap<&'static str, Vec<(usize, Target, Certainty)>> = BTreeMap::new();
-    let fields = kind_fields(kind);
+    let fields = kind.field_names();
     for (i, header) in table.headers.iter().enumerate() {
         let h = normalize(header);
         let (target, certainty) = match mapping.columns.get(&h) {
@@ -251,7 +251,7 @@ impl<'a> Reader<'a> {
         json.insert("kind".into(), kind.as_str().into());
         for field in COMMON_FIELDS
             .iter()
-            .chain(kind_fields(kind))
+            .chain(kind.field_names())
             .filter(|f| **f != "kind")
         {
             let candidates = columns.by_field.get(field).map_or(&[][..], Vec::as_slice);

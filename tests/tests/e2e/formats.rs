@@ -52,15 +52,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 }
 
 fn ledger(hub: &Hub, year: i32) -> Value {
-    let (status, v) = hub
-        .get(&format!("/api/v1/ledger?county={COUNTY}&year={year}"))
-        .unwrap();
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
-fn sync(agent: &Agent) {
-    agent.cli(&["sync", "--once"]).expect_ok("sync --once");
+    hub.ledger(COUNTY, year).unwrap()
 }
 
 #[test]
@@ -126,7 +118,7 @@ fn gbk_csv_and_xlsx_import_sync_to_the_ledger() {
     );
     assert_eq!(agent.status().unwrap()["head_seq"], 3);
 
-    sync(&agent);
+    agent.sync_once();
     let l = ledger(&hub, 2024);
     assert_eq!(l["budget_approved_fen"], 120_000_000);
     assert_eq!(l["contracted_fen"], 100_000_050);
@@ -210,7 +202,7 @@ fn ocds_export_validates_and_round_trips_into_a_fresh_agent() {
     hub.add_county(COUNTY, "望城区");
     let agent = Agent::enrolled(&hub, COUNTY).unwrap();
     agent.submit(&records(COUNTY, 11, 120)).expect_ok("submit");
-    sync(&agent);
+    agent.sync_once();
     let before = ledger(&hub, 2024);
     for figure in [
         "budget_approved_fen",
@@ -290,7 +282,7 @@ fn ocds_export_validates_and_round_trips_into_a_fresh_agent() {
     agent2
         .cli(&["import", "--format", "ocds", file.to_str().unwrap()])
         .expect_ok("import ocds");
-    sync(&agent2);
+    agent2.sync_once();
     assert_eq!(ledger(&hub2, 2024), before);
 }
 
@@ -336,7 +328,7 @@ fn the_export_of_a_messy_county_sums_to_its_ledger() {
     agent
         .submit(&tongbu_tests::records_with_anomalies(COUNTY, 5, 300))
         .expect_ok("submit");
-    sync(&agent);
+    agent.sync_once();
     let l = ledger(&hub, 2024);
     assert!(l["rejected"].as_u64().unwrap() > 0, "{l}");
 

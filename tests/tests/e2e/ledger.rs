@@ -54,15 +54,7 @@ fn independent_sum(jsonl: &str) -> (i64, i64, i64, i64) {
 }
 
 fn ledger(hub: &Hub, year: i32) -> Value {
-    let (status, v) = hub
-        .get(&format!("/api/v1/ledger?county={COUNTY}&year={year}"))
-        .unwrap();
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
-fn sync(agent: &Agent) {
-    agent.cli(&["sync", "--once"]).expect_ok("sync --once");
+    hub.ledger(COUNTY, year).unwrap()
 }
 
 #[test]
@@ -80,7 +72,7 @@ fn the_worst_order_ends_in_the_same_ledger_as_the_best() {
     treasury
         .submit(&parts.treasury)
         .expect_ok("treasury submit");
-    sync(&treasury);
+    treasury.sync_once();
     let early = ledger(&worst, 2024);
     assert!(
         early["held"].as_i64().unwrap() > 0,
@@ -90,18 +82,18 @@ fn the_worst_order_ends_in_the_same_ledger_as_the_best() {
     procurement
         .submit(&parts.procurement)
         .expect_ok("procurement submit");
-    sync(&procurement);
+    procurement.sync_once();
     office
         .submit(&parts.budget)
         .expect_ok("budget office submit");
-    sync(&office);
+    office.sync_once();
     let after = ledger(&worst, 2024);
     assert_eq!(after["held"], 0, "every held record resolved: {after}");
 
     // The treasury hears on its next sync that its held payments were accepted.
     let before = treasury.status().unwrap();
     assert!(before["held"].as_i64().unwrap() > 0, "{before}");
-    sync(&treasury);
+    treasury.sync_once();
     let status = treasury.status().unwrap();
     assert_eq!(status["held"], 0, "{status}");
     assert_eq!(status["rejected"], 0, "{status}");
@@ -113,7 +105,7 @@ fn the_worst_order_ends_in_the_same_ledger_as_the_best() {
     for part in [&parts.budget, &parts.procurement, &parts.treasury] {
         let agent = Agent::enrolled(&best, COUNTY).unwrap();
         agent.submit(part).expect_ok("submit");
-        sync(&agent);
+        agent.sync_once();
     }
     assert_eq!(ledger(&best, 2024), after);
 
@@ -140,7 +132,7 @@ fn violations_are_reported_per_rule_and_the_county_is_told_at_once() {
     let hub = Hub::start().unwrap();
     hub.add_county(COUNTY, "望城区");
     let agent = Agent::enrolled(&hub, COUNTY).unwrap();
-    sync(&agent); // fetch the policy
+    agent.sync_once(); // fetch the policy
     let file = [
         r#"{"kind":"budget_line","id":"BL-9","rev":1,"county":"430112","department":"101001","fiscal_year":2024,"catalogue_code":"A0501","amount_fen":1000000,"stage":"approved","approved_on":"2024-01-15"}"#,
         r#"{"kind":"contract","id":"C-9","rev":1,"county":"430112","budget_line_id":"BL-9","supplier_uscc":"91350100M000100Y43","supplier_name":"颐养居家养老服务中心","method":"public_tender","catalogue_code":"A0501","amount_fen":1500000,"signed_on":"2024-03-01"}"#,
@@ -173,7 +165,7 @@ fn violations_are_reported_per_rule_and_the_county_is_told_at_once() {
         lines[2]
     );
     assert!(lines[3].contains("PREDECESSOR_REJECTED"), "{}", lines[3]);
-    sync(&agent);
+    agent.sync_once();
 
     // The hub's verdict is authoritative and the same.
     let (_, v) = hub
@@ -255,7 +247,7 @@ fn agents_take_only_genuine_and_newer_policy() {
     let mut hub = Hub::start().unwrap();
     hub.add_county(COUNTY, "望城区");
     let agent = Agent::enrolled(&hub, COUNTY).unwrap();
-    sync(&agent);
+    agent.sync_once();
     assert_eq!(agent.status().unwrap()["policy_version"], 1);
     let shown: Value =
         serde_json::from_str(&hub.cli(&["policy", "show"]).expect_ok("policy show").stdout)
@@ -299,7 +291,7 @@ fn agents_take_only_genuine_and_newer_policy() {
     std::fs::write(&file, v2.to_string()).unwrap();
     hub.cli(&["policy", "set", file.to_str().unwrap()])
         .expect_ok("policy set");
-    sync(&agent);
+    agent.sync_once();
     assert_eq!(agent.status().unwrap()["policy_version"], 2);
     // The agent judges with it, offline too.
     hub.stop().unwrap();
